@@ -1,0 +1,203 @@
+"""Study configuration: pydantic models, TOML presets shipped in the package, --set overrides."""
+
+from __future__ import annotations
+
+import tomllib
+from importlib import resources
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from unetq.errors import ConfigError
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class DataConfig(_Strict):
+    # auto: --data-dir / UNETQ_DATA_DIR, else the download cache, else the download,
+    # else (no network) the built-in synthetic dataset.
+    source: Literal["auto", "synthetic"] = "auto"
+    format: Literal["pets", "folder"] = "pets"
+    data_dir: Path | None = None
+    image_size: int = Field(160, ge=16, le=1024)
+    split: Literal["seed", "official"] = "seed"
+    split_seed: int = 42
+    limit: int | None = Field(None, ge=3)
+    # folder datasets: raw mask value -> class index; None = detect binary 0/255, 0/1 or class ids
+    mask_values: dict[int, int] | None = None
+    background_class: int | None = None
+    synthetic_count: int = Field(96, ge=6)
+
+
+class TrainConfig(_Strict):
+    arch: list[str] = ["xception"]
+    filters: list[int] = [32, 64, 128]
+    batchnorm: list[bool] = [True, False]
+    # One training run per (arch, filters, batchnorm) goes to max(epochs); the model for a
+    # shorter horizon is the best checkpoint within its first `e` epochs of that run.
+    epochs: list[int] = [50, 100]
+    batch_size: int = Field(32, ge=1)
+    optimizer: Literal["adam", "sgd", "rmsprop"] = "adam"
+    learning_rate: float = Field(1e-4, gt=0)
+    loss: Literal["sparse_categorical_crossentropy"] = "sparse_categorical_crossentropy"
+    bn_momentum: float = Field(0.99, gt=0, lt=1)
+    augment: bool = False
+    seed: int = 42
+
+
+class CompressConfig(_Strict):
+    variants: list[str] = [
+        "keras",
+        "tflite-fp32",
+        "tflite-dynamic-int8",
+        "tflite-fp16",
+        "tflite-int8",
+        "tflite-int16x8",
+    ]
+    calibration_images: int = Field(100, ge=1)
+    verify_images: int = Field(16, ge=1)
+    int8_io: Literal["float32", "uint8"] = "float32"
+
+
+class EvaluateConfig(_Strict):
+    split: Literal["train", "val", "test"] = "test"
+    max_images: int | None = Field(None, ge=1)
+    # int16x8 runs on LiteRT's slow reference kernels; it is evaluated on fewer images.
+    slow_variant_max_images: int = Field(20, ge=1)
+
+
+class BenchConfig(_Strict):
+    runtimes: list[str] = ["keras", "litert", "openvino"]
+    threads: list[int | Literal["all"]] = [1, "all"]
+    repeats: int = Field(30, ge=3)
+    warmup: int = Field(5, ge=0)
+    memory: bool = True
+    models: list[str] | None = None  # None = every trained model
+    slow_variant_repeats: int = Field(3, ge=1)
+
+
+class RobustnessConfig(_Strict):
+    enabled: bool = True
+    models: list[str] | None = None  # None = per filter width, the longest-trained model
+    conditions: list[str] = [
+        "gaussian_noise",
+        "gaussian_blur",
+        "brightness",
+        "contrast",
+        "jpeg",
+        "downscale",
+        "occlusion",
+    ]
+    severities: list[int] = [1, 2, 3]
+    variants: list[str] = ["keras", "tflite-fp16", "tflite-int8", "tflite-dynamic-int8"]
+    max_images: int | None = Field(None, ge=1)
+    seed: int = 0
+
+
+class StudyConfig(_Strict):
+    name: str = "study"
+    data: DataConfig = DataConfig()
+    train: TrainConfig = TrainConfig()
+    compress: CompressConfig = CompressConfig()
+    evaluate: EvaluateConfig = EvaluateConfig()
+    bench: BenchConfig = BenchConfig()
+    robustness: RobustnessConfig = RobustnessConfig()
+
+
+PRESETS = ("seed", "quick", "smoke")
+
+
+def load_preset(name: str) -> dict[str, Any]:
+    if name not in PRESETS:
+        raise ConfigError(f"unknown preset '{name}' (choose from {', '.join(PRESETS)})")
+    text = resources.files("unetq.presets").joinpath(f"{name}.toml").read_text()
+    return tomllib.loads(text)
+
+
+def load_toml(path: Path) -> dict[str, Any]:
+    try:
+        return tomllib.loads(Path(path).read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"config file not found: {path}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"config file {path} is not valid TOML: {exc}") from None
+
+
+def apply_override(raw: dict[str, Any], assignment: str) -> None:
+    """Apply one `section.key=value` override; the value is parsed as TOML, else kept as text."""
+    key, sep, value = assignment.partition("=")
+    if not sep or not key.strip():
+        raise ConfigError(f"override '{assignment}' is not of the form section.key=value")
+    try:
+        parsed = tomllib.loads(f"v = {value.strip()}")["v"]
+    except tomllib.TOMLDecodeError:
+        parsed = value.strip()
+    node = raw
+    parts = key.strip().split(".")
+    for part in parts[:-1]:
+        node = node.setdefault(part, {})
+        if not isinstance(node, dict):
+            raise ConfigError(f"override '{assignment}': '{part}' is not a section")
+    node[parts[-1]] = parsed
+
+
+def build_config(
+    preset: str | None = None,
+    config_file: Path | None = None,
+    overrides: list[str] | None = None,
+) -> StudyConfig:
+    raw: dict[str, Any] = load_preset(preset) if preset else {}
+    if config_file is not None:
+        raw = _merge(raw, load_toml(config_file))
+    for assignment in overrides or []:
+        apply_override(raw, assignment)
+    try:
+        return StudyConfig.model_validate(raw)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        where = ".".join(str(p) for p in err["loc"])
+        raise ConfigError(f"invalid config value at '{where}': {err['msg']}") from None
+
+
+def to_toml(cfg: StudyConfig) -> str:
+    """Serialise a config as TOML (flat sections of scalars and lists only)."""
+    lines: list[str] = []
+    data = cfg.model_dump(mode="json", exclude_none=True)
+    top = {k: v for k, v in data.items() if not isinstance(v, dict)}
+    for key, value in top.items():
+        lines.append(f"{key} = {_toml_value(value)}")
+    for section, values in data.items():
+        if not isinstance(values, dict):
+            continue
+        lines.append(f"\n[{section}]")
+        nested = {k: v for k, v in values.items() if isinstance(v, dict)}
+        for key, value in values.items():
+            if key not in nested:
+                lines.append(f"{key} = {_toml_value(value)}")
+        for key, value in nested.items():
+            lines.append(f"\n[{section}.{key}]")
+            lines.extend(f'"{k}" = {_toml_value(v)}' for k, v in value.items())
+    return "\n".join(lines) + "\n"
+
+
+def _toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str):
+        return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    if isinstance(value, list):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    return repr(value)
+
+
+def _merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in extra.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = _merge(out[key], value)
+        else:
+            out[key] = value
+    return out

@@ -1,0 +1,121 @@
+"""Typed records that cross module borders. Each becomes one CSV row (see fileio.record_dict)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """One model of the grid. `epochs` is its training horizon."""
+
+    arch: str
+    filters: int
+    batchnorm: bool
+    epochs: int
+    image_size: int
+    num_classes: int
+
+    @property
+    def model_id(self) -> str:
+        norm = "bn" if self.batchnorm else "nobn"
+        return f"{self.arch}-f{self.filters}-{norm}-e{self.epochs}"
+
+    @property
+    def run_id(self) -> str:
+        """The training run this model comes from (shared by every epoch horizon)."""
+        norm = "bn" if self.batchnorm else "nobn"
+        return f"{self.arch}-f{self.filters}-{norm}"
+
+    def study_columns(self) -> dict[str, object]:
+        """The original study's column names."""
+        return {
+            "Model": self.model_id,
+            "Epoch": self.epochs,
+            "Filters": self.filters,
+            "Normalization": "BatchNorm" if self.batchnorm else "None",
+        }
+
+
+@dataclass
+class TrainRecord:
+    """One row of trained_models_info.csv."""
+
+    model_id: str
+    arch: str
+    filters: int
+    batchnorm: bool
+    epochs: int
+    image_size: int
+    batch_size: int
+    learning_rate: float
+    bn_momentum: float
+    params: int
+    gmacs: float
+    epochs_run: int
+    best_epoch: int
+    wall_time_s: float
+    seconds_per_epoch: float
+    peak_rss_mb: float
+    best_val_loss: float
+    final_val_loss: float
+    val_fg_iou: float
+    collapsed: bool  # predicts a single class for every validation pixel
+    model_path: str
+
+
+@dataclass
+class CompressRecord:
+    """One row of compressed_models_info.csv."""
+
+    model_id: str
+    variant: str
+    path: str
+    size_bytes: int
+    size_ratio_to_fp32: float
+    convert_seconds: float
+    agreement: float  # share of verification pixels whose class equals the keras model's
+    max_abs_diff: float  # largest |p_variant - p_keras| over class probabilities
+    verify_images: int
+
+
+@dataclass
+class ImageResult:
+    """One row of model_performance_individual_results.csv: one (model, variant, runtime, image)."""
+
+    model_id: str
+    variant: str
+    runtime: str
+    split: str
+    image: str
+    fg_iou: float
+    fg_dice: float
+    miou: float
+    pixel_acc: float
+    agreement: float
+    seed_iou: float
+    seed_dice: float
+    confusion: list[int] = field(default_factory=list)  # row-major [true, pred], C*C counts
+
+
+@dataclass
+class BenchRecord:
+    """Latency and memory of one (model, variant, runtime, threads)."""
+
+    model_id: str
+    variant: str
+    runtime: str
+    threads: int
+    precision: str
+    repeats: int
+    warmup: int
+    latency_ms_median: float
+    latency_ms_p95: float
+    latency_ms_mean: float
+    latency_ms_std: float
+    images_per_s: float
+    size_bytes: int
+    rss_after_imports_mb: float | None = None
+    rss_after_load_mb: float | None = None
+    peak_rss_mb: float | None = None
+    model_memory_mb: float | None = None  # peak_rss_mb - rss_after_imports_mb
