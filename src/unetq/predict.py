@@ -1,0 +1,102 @@
+"""`unetq predict`: segment a user's own images with any variant; masks at each image's size."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from unetq.errors import UnetqError
+from unetq.fileio import atomic_path
+
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".gif", ".bmp", ".tif", ".tiff", ".webp", ".ppm"}
+OVERLAY_COLORS = np.array(
+    [[230, 25, 75], [60, 180, 75], [255, 225, 25], [0, 130, 200], [245, 130, 48], [145, 30, 180]],
+    dtype=np.uint8,
+)
+
+
+@dataclass
+class PredictResult:
+    written: list[str] = field(default_factory=list)
+    skipped: list[tuple[str, str]] = field(default_factory=list)  # (path, reason)
+    ms_per_image: list[float] = field(default_factory=list)
+
+
+def default_runtime(model: Path) -> str:
+    return "keras" if model.suffix == ".keras" else "litert"
+
+
+def list_images(source: Path) -> list[Path]:
+    if source.is_file():
+        return [source]
+    if source.is_dir():
+        return sorted(p for p in source.iterdir() if p.is_file() and not p.name.startswith("."))
+    raise UnetqError(f"no such image file or folder: {source}")
+
+
+def predict_images(
+    model: Path,
+    source: Path,
+    out_dir: Path,
+    runtime: str | None = None,
+    threads: int = 1,
+    background_class: int = 0,
+    progress=None,
+) -> PredictResult:
+    """Write <stem>_mask.png (class ids) and <stem>_overlay.png for every readable image."""
+    from unetq.data import read_image
+    from unetq.runtimes import load_predictor
+
+    if not model.exists():
+        raise UnetqError(f"model file not found: {model}")
+    files = list_images(source)
+    predictor = load_predictor(runtime or default_runtime(model), model, threads=threads)
+    height, width = predictor.input_hw
+    out_dir.mkdir(parents=True, exist_ok=True)
+    result = PredictResult()
+    task = progress.add_task("predict", total=len(files)) if progress else None
+    for path in files:
+        try:
+            image = read_image(path)
+        except Exception as exc:  # unreadable or not an image: skip it, keep going
+            result.skipped.append(
+                (str(path), str(exc).splitlines()[0] if str(exc) else "unreadable")
+            )
+            if progress:
+                progress.advance(task)
+            continue
+        resized = np.asarray(Image.fromarray(image).resize((width, height), Image.BILINEAR))
+        x = resized[None].astype(np.float32) / 255.0
+        start = time.perf_counter_ns()
+        probs = predictor.run(x)
+        result.ms_per_image.append((time.perf_counter_ns() - start) / 1e6)
+        classes = np.argmax(probs[0], axis=-1).astype(np.uint8)
+        mask = np.asarray(
+            Image.fromarray(classes).resize((image.shape[1], image.shape[0]), Image.NEAREST)
+        )
+        _save_png(out_dir / f"{path.stem}_mask.png", mask)
+        _save_png(out_dir / f"{path.stem}_overlay.png", overlay(image, mask, background_class))
+        result.written.append(str(path))
+        if progress:
+            progress.advance(task)
+    return result
+
+
+def overlay(image: np.ndarray, mask: np.ndarray, background_class: int) -> np.ndarray:
+    """Blend a colour per foreground class over the image; background stays as it is."""
+    out = image.astype(np.float32)
+    for cls in np.unique(mask):
+        if cls == background_class:
+            continue
+        sel = mask == cls
+        out[sel] = 0.5 * out[sel] + 0.5 * OVERLAY_COLORS[int(cls) % len(OVERLAY_COLORS)]
+    return out.astype(np.uint8)
+
+
+def _save_png(path: Path, array: np.ndarray) -> None:
+    with atomic_path(path) as tmp:
+        Image.fromarray(array).save(tmp, format="PNG")

@@ -1,0 +1,177 @@
+"""Tables the report derives from the run's CSVs: the main table and the factor effects."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+AVERAGE_CSV = "model_performance_average_results.csv"
+INDIVIDUAL_CSV = "model_performance_individual_results.csv"
+TRAINED_CSV = "trained_models_info.csv"
+COMPRESSED_CSV = "compressed_models_info.csv"
+ROBUSTNESS_CSV = "robustness.csv"
+
+KEYS = ["model_id", "variant", "runtime"]
+
+
+@dataclass
+class RunTables:
+    """The run's CSVs as data frames (empty frames for files not written yet)."""
+
+    average: pd.DataFrame
+    individual: pd.DataFrame
+    trained: pd.DataFrame
+    compressed: pd.DataFrame
+    robustness: pd.DataFrame
+
+
+def read_csv(path: Path) -> pd.DataFrame:
+    if not path.exists() or path.stat().st_size == 0:
+        return pd.DataFrame()
+    return pd.read_csv(path)
+
+
+def load_tables(run_dir: Path) -> RunTables:
+    return RunTables(
+        average=read_csv(run_dir / AVERAGE_CSV),
+        individual=read_csv(run_dir / INDIVIDUAL_CSV),
+        trained=read_csv(run_dir / TRAINED_CSV),
+        compressed=read_csv(run_dir / COMPRESSED_CSV),
+        robustness=read_csv(run_dir / ROBUSTNESS_CSV),
+    )
+
+
+def with_model_factors(df: pd.DataFrame) -> pd.DataFrame:
+    """Add arch/filters/batchnorm/epochs parsed from model ids like `xception-f32-bn-e50`."""
+    if df.empty or "model_id" not in df:
+        return df
+    parts = df["model_id"].str.extract(r"^(?P<arch>.+)-f(?P<f>\d+)-(?P<norm>bn|nobn)-e(?P<e>\d+)$")
+    out = df.copy()
+    out["arch"] = parts["arch"]
+    out["filters"] = pd.to_numeric(parts["f"], errors="coerce")
+    out["batchnorm"] = parts["norm"] == "bn"
+    out["epochs"] = pd.to_numeric(parts["e"], errors="coerce")
+    return out
+
+
+def main_table(average: pd.DataFrame) -> pd.DataFrame:
+    """One row per (model, variant, runtime): size, accuracy, latency per thread count, memory."""
+    if average.empty:
+        return pd.DataFrame()
+    df = average.copy()
+    threads = sorted(int(t) for t in df["threads"].dropna().unique()) if "threads" in df else []
+    first = df.sort_values("threads").groupby(KEYS, sort=False).first().reset_index()
+    table = pd.DataFrame(
+        {
+            "model": first["model_id"],
+            "variant": first["variant"],
+            "runtime": first["runtime"],
+            "precision": first.get("precision", ""),
+            "size_mb": first.get("size_bytes", np.nan) / 1e6,
+            "fg_iou": first.get("fg_iou", np.nan),
+            "fg_dice": first.get("fg_dice", np.nan),
+            "miou": first.get("miou", np.nan),
+            "agreement": first.get("agreement", np.nan),
+        }
+    )
+    for t in threads:
+        sub = df[df["threads"] == t].set_index(KEYS)["latency_ms_median"]
+        table[f"ms_{t}t"] = [sub.get(tuple(k), np.nan) for k in first[KEYS].itertuples(index=False)]
+    if "model_memory_mb" in first:
+        table["model_mem_mb"] = first["model_memory_mb"]
+    if "peak_rss_mb" in first:
+        table["peak_rss_mb"] = first["peak_rss_mb"]
+    return table
+
+
+def pareto_front(latency: np.ndarray, accuracy: np.ndarray) -> np.ndarray:
+    """Boolean mask of points no other point beats on both lower latency and higher accuracy."""
+    latency = np.asarray(latency, float)
+    accuracy = np.asarray(accuracy, float)
+    on_front = np.zeros(len(latency), bool)
+    best = -np.inf
+    for i in np.argsort(latency, kind="stable"):
+        if np.isnan(latency[i]) or np.isnan(accuracy[i]):
+            continue
+        if accuracy[i] > best:
+            on_front[i] = True
+            best = accuracy[i]
+    return on_front
+
+
+def bootstrap_ci(diffs: np.ndarray, seed: int = 0, n: int = 5000) -> tuple[float, float]:
+    """95% percentile bootstrap interval of the mean of paired differences."""
+    diffs = np.asarray(diffs, float)
+    diffs = diffs[~np.isnan(diffs)]
+    if len(diffs) < 2:
+        return (np.nan, np.nan)
+    rng = np.random.default_rng(seed)
+    means = rng.choice(diffs, size=(n, len(diffs)), replace=True).mean(axis=1)
+    return float(np.percentile(means, 2.5)), float(np.percentile(means, 97.5))
+
+
+def factor_effects(average: pd.DataFrame, threads: int = 1) -> pd.DataFrame:
+    """The study's "Table 1", computed: mean paired change of each metric when one factor changes.
+
+    Rows are compared only when every other factor is equal (paired design), at one thread count.
+    """
+    df = with_model_factors(average)
+    if df.empty or "threads" not in df:
+        return pd.DataFrame()
+    df = df[df["threads"] == threads]
+    metrics = {
+        "latency_ms_median": "latency ms",
+        "model_memory_mb": "memory MB",
+        "fg_iou": "fg IoU",
+        "fg_dice": "fg Dice",
+    }
+    metrics = {k: v for k, v in metrics.items() if k in df}
+    model_factors = ["arch", "filters", "batchnorm", "epochs"]
+    rows = []
+    for factor in ["epochs", "filters", "batchnorm", "variant"]:
+        levels = sorted(df[factor].dropna().unique(), key=str)
+        if len(levels) < 2:
+            continue
+        if factor == "variant":
+            base, same = "keras", ["model_id"]
+        else:
+            base = False if factor == "batchnorm" else min(levels)
+            same = [f for f in model_factors if f != factor] + ["variant", "runtime"]
+        base_df = df[df[factor] == base]
+        for level in levels:
+            if level == base:
+                continue
+            pairs = df[df[factor] == level].merge(base_df, on=same, suffixes=("", "_base"))
+            for metric, label in metrics.items():
+                diffs = (pairs[metric] - pairs[f"{metric}_base"]).to_numpy(float)
+                if not np.any(~np.isnan(diffs)):
+                    continue
+                lo, hi = bootstrap_ci(diffs)
+                rows.append(
+                    {
+                        "factor": factor,
+                        "change": f"{base} -> {level}",
+                        "metric": label,
+                        "mean_change": float(np.nanmean(diffs)),
+                        "ci95_low": lo,
+                        "ci95_high": hi,
+                        "pairs": int(np.sum(~np.isnan(diffs))),
+                    }
+                )
+    return pd.DataFrame(rows)
+
+
+def quantization_penalties(robustness: pd.DataFrame, top: int = 10) -> pd.DataFrame:
+    """Largest fg IoU gaps between a quantized variant and keras under the same condition."""
+    if robustness.empty:
+        return pd.DataFrame()
+    keys = ["model_id", "condition", "severity"]
+    ref = robustness[robustness["variant"] == "keras"][keys + ["fg_iou"]]
+    quant = robustness[robustness["variant"] != "keras"]
+    merged = quant.merge(ref, on=keys, suffixes=("", "_keras"))
+    merged["penalty"] = merged["fg_iou_keras"] - merged["fg_iou"]
+    cols = keys + ["variant", "fg_iou_keras", "fg_iou", "penalty"]
+    return merged.sort_values("penalty", ascending=False)[cols].head(top)
