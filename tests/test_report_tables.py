@@ -1,0 +1,60 @@
+import numpy as np
+import pandas as pd
+import pytest
+
+from unetq.report.tables import factor_effects, main_table, pareto_front, with_model_factors
+
+
+def test_pareto_front_hand_case():
+    latency = np.array([10.0, 5.0, 20.0, 7.0, 30.0])
+    accuracy = np.array([0.80, 0.70, 0.85, 0.65, 0.84])
+    # 5 ms/0.70 is fastest; 10/0.80 beats 7/0.65; 20/0.85 is best; 30/0.84 is dominated.
+    assert pareto_front(latency, accuracy).tolist() == [True, True, True, False, False]
+
+
+def test_model_factors_parsed_from_ids():
+    df = with_model_factors(pd.DataFrame({"model_id": ["xception-f32-bn-e50", "classic-f8-nobn-e3"]}))
+    assert df["filters"].tolist() == [32, 8]
+    assert df["batchnorm"].tolist() == [True, False]
+    assert df["epochs"].tolist() == [50, 3]
+    assert df["arch"].tolist() == ["xception", "classic"]
+
+
+def _average_rows():
+    rows = []
+    for bn in ("bn", "nobn"):
+        for variant, runtime, ms in (("keras", "keras", 20.0), ("tflite-int8", "litert", 8.0)):
+            for threads, scale in ((1, 1.0), (2, 0.6)):
+                rows.append(
+                    {
+                        "model_id": f"xception-f8-{bn}-e2",
+                        "variant": variant,
+                        "runtime": runtime,
+                        "threads": threads,
+                        "latency_ms_median": ms * scale + (1 if bn == "bn" else 0),
+                        "fg_iou": 0.7 if variant == "keras" else 0.69,
+                        "fg_dice": 0.8,
+                        "size_bytes": 2_000_000,
+                        "model_memory_mb": 10.0,
+                    }
+                )
+    return pd.DataFrame(rows)
+
+
+def test_main_table_pivots_threads_into_columns():
+    table = main_table(_average_rows())
+    assert len(table) == 4
+    row = table[(table["model"] == "xception-f8-bn-e2") & (table["variant"] == "tflite-int8")]
+    assert row["ms_1t"].item() == pytest.approx(9.0)
+    assert row["ms_2t"].item() == pytest.approx(8.0 * 0.6 + 1)
+    assert row["size_mb"].item() == pytest.approx(2.0)
+
+
+def test_factor_effects_are_paired_differences():
+    effects = factor_effects(_average_rows(), threads=1)
+    bn = effects[(effects["factor"] == "batchnorm") & (effects["metric"] == "latency ms")]
+    assert bn["mean_change"].item() == pytest.approx(1.0)  # bn adds 1 ms in every pair
+    assert bn["pairs"].item() == 2
+    var = effects[(effects["factor"] == "variant") & (effects["metric"] == "fg IoU")]
+    assert var["change"].item() == "keras -> tflite-int8"
+    assert var["mean_change"].item() == pytest.approx(-0.01)
