@@ -13,7 +13,9 @@ def test_pareto_front_hand_case():
 
 
 def test_model_factors_parsed_from_ids():
-    df = with_model_factors(pd.DataFrame({"model_id": ["xception-f32-bn-e50", "classic-f8-nobn-e3"]}))
+    df = with_model_factors(
+        pd.DataFrame({"model_id": ["xception-f32-bn-e50", "classic-f8-nobn-e3"]})
+    )
     assert df["filters"].tolist() == [32, 8]
     assert df["batchnorm"].tolist() == [True, False]
     assert df["epochs"].tolist() == [50, 3]
