@@ -1,0 +1,38 @@
+"""The data layer: find, fetch, index, decode once, cache and serve segmentation datasets.
+
+Formats: Oxford-IIIT Pet in its official layout ('pets'), generic images/ + masks/ folders
+('folder') and the built-in synthetic dataset ('synthetic'). TensorFlow is imported only by
+make_tf_dataset.
+"""
+
+from __future__ import annotations
+
+from unetq.data.cache import cache_dir, load_split, read_mask
+from unetq.data.check import CheckReport, check_dataset
+from unetq.data.fetch import NetworkError, fetch_pets
+from unetq.data.images import read_image
+from unetq.data.index import SPLITS, DatasetIndex, Pair, SplitArrays
+from unetq.data.source import detect_format, open_dataset, scan_dataset
+from unetq.data.synthetic import write_synthetic
+from unetq.data.tfdata import make_tf_dataset, to_input
+
+__all__ = [
+    "SPLITS",
+    "CheckReport",
+    "DatasetIndex",
+    "NetworkError",
+    "Pair",
+    "SplitArrays",
+    "cache_dir",
+    "check_dataset",
+    "detect_format",
+    "fetch_pets",
+    "load_split",
+    "make_tf_dataset",
+    "open_dataset",
+    "read_image",
+    "read_mask",
+    "scan_dataset",
+    "to_input",
+    "write_synthetic",
+]
