@@ -60,8 +60,14 @@ class TrainRecord:
     best_val_loss: float
     final_val_loss: float
     val_fg_iou: float
-    collapsed: bool  # predicts a single class for every validation pixel
-    model_path: str
+    collapsed: bool  # predicts one class for >= 99.5% of validation pixels (truth is not)
+    model_path: str  # relative to the run folder
+    optimizer: str = "adam"
+    augment: bool = False
+    seed: int = 42
+    train_images: int = 0
+    val_images: int = 0
+    val_max_class_share: float = 0.0  # share of validation pixels predicted as the commonest class
 
 
 @dataclass
@@ -77,6 +83,8 @@ class CompressRecord:
     agreement: float  # share of verification pixels whose class equals the keras model's
     max_abs_diff: float  # largest |p_variant - p_keras| over class probabilities
     verify_images: int
+    precision: str = ""  # read from the artifact: fp32, fp16-weights, dynamic-int8, int8, int16x8
+    io_dtype: str = ""  # dtype of the model's input/output tensors: float32 or uint8
 
 
 @dataclass
@@ -95,6 +103,7 @@ class ImageResult:
     agreement: float
     seed_iou: float
     seed_dice: float
+    background_class: int | None = None  # the dataset's; needed for dataset-level fg scores
     confusion: list[int] = field(default_factory=list)  # row-major [true, pred], C*C counts
 
 
@@ -119,3 +128,6 @@ class BenchRecord:
     rss_after_load_mb: float | None = None
     peak_rss_mb: float | None = None
     model_memory_mb: float | None = None  # peak_rss_mb - rss_after_imports_mb
+    latency_ms_min: float | None = None
+    bench_images: int | None = None  # distinct images cycled through in the timed calls
+    load_average_1m: float | None = None  # machine load when timing began (others' work skews)

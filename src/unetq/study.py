@@ -267,3 +267,18 @@ def _log_step(run_dir: Path, step: str, seconds: float) -> None:
         log = {}
     log[step] = round(seconds, 1)
     write_json(path, log)
+
+
+def overrides_for(cfg: StudyConfig, overrides: list[str], data_dir: Path | None = None):
+    """A run's config with --set overrides (and --data-dir) applied on top."""
+    from unetq.config import apply_override
+
+    raw = cfg.model_dump(mode="json", exclude_none=True)
+    if data_dir is not None:
+        overrides = [*overrides, f'data.data_dir="{data_dir}"']
+    for assignment in overrides:
+        apply_override(raw, assignment)
+    try:
+        return StudyConfig.model_validate(raw)
+    except Exception as exc:  # pydantic ValidationError: first problem in one line
+        raise ConfigError(f"invalid override: {str(exc).splitlines()[0]}") from None
