@@ -1,0 +1,342 @@
+"""compress.py: every variant round-trips through LiteRT; bad inputs fail in one line and
+leave no artifact behind."""
+
+from __future__ import annotations
+
+import csv
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from unetq import compress
+from unetq.config import CompressConfig
+from unetq.errors import ModelError, UnetqError
+from unetq.runtimes import load_predictor
+
+keras = pytest.importorskip("keras")
+tf = pytest.importorskip("tensorflow")
+
+SIZE = 32
+TFLITE_VARIANTS = [v for v in compress.VARIANTS if v != "keras"]
+
+
+def tiny_model(classes: int = 3):
+    """A 3-conv fully convolutional net; weights > 1024 values, so dynamic-int8 quantizes them."""
+    inp = keras.Input((SIZE, SIZE, 3))
+    x = keras.layers.Conv2D(16, 3, padding="same", activation="relu")(inp)
+    x = keras.layers.Conv2D(32, 3, padding="same", activation="relu")(x)
+    out = keras.layers.Conv2D(classes, 3, padding="same", activation="softmax")(x)
+    return keras.Model(inp, out)
+
+
+def images(n: int, seed: int = 0) -> np.ndarray:
+    """Smooth-ish images (blocks of colour plus noise), so classes are not pure noise."""
+    rng = np.random.default_rng(seed)
+    base = rng.integers(0, 256, (n, SIZE // 8, SIZE // 8, 3)).repeat(8, 1).repeat(8, 2)
+    noise = rng.integers(-20, 21, (n, SIZE, SIZE, 3))
+    return np.clip(base + noise, 0, 255).astype(np.uint8)
+
+
+def save(model, path: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    model.save(path)
+    return path
+
+
+def no_artifacts(folder: Path) -> bool:
+    if not folder.exists():
+        return True
+    names = [p.name for p in folder.iterdir()]
+    return not [n for n in names if n.endswith((".tflite", ".part"))]
+
+
+def one_line(exc: pytest.ExceptionInfo, *parts: str) -> None:
+    text = str(exc.value)
+    assert "\n" not in text and text
+    for part in parts:
+        assert part in text, (part, text)
+
+
+@pytest.fixture(scope="module")
+def model_path(tmp_path_factory) -> Path:
+    keras.utils.set_random_seed(1)
+    return save(tiny_model(), tmp_path_factory.mktemp("m") / "models" / "tiny-f16" / "model.keras")
+
+
+@pytest.fixture(scope="module")
+def compressed(model_path):
+    cfg = CompressConfig(calibration_images=8, verify_images=4)
+    out = model_path.parent
+    records = compress.compress_model(
+        model_path, ["all"], out, images(8, seed=1), images(4, seed=2), cfg
+    )
+    return {r.variant: r for r in records}, out
+
+
+def test_every_variant_round_trips_through_litert(compressed, model_path):
+    records, out = compressed
+    assert list(records) == list(compress.VARIANTS)
+    fp32 = records["tflite-fp32"]
+    for name in TFLITE_VARIANTS:
+        rec = records[name]
+        path = compress.artifact_path(out, name)
+        assert Path(rec.path) == path and path.is_file()
+        assert rec.size_bytes == path.stat().st_size
+        assert rec.size_ratio_to_fp32 == pytest.approx(rec.size_bytes / fp32.size_bytes)
+        assert rec.convert_seconds > 0 and rec.verify_images == 4
+        predictor = load_predictor("litert", path, threads=1)
+        assert predictor.input_hw == (SIZE, SIZE) and predictor.num_classes == 3
+        maps = predictor.predict(images(2))
+        assert maps.shape == (2, SIZE, SIZE) and maps.dtype == np.uint8
+    assert fp32.agreement >= 0.999 and fp32.max_abs_diff < 1e-4
+    assert fp32.size_ratio_to_fp32 == 1.0
+    for name in ("tflite-dynamic-int8", "tflite-int8", "tflite-int16x8", "tflite-fp16"):
+        assert records[name].size_bytes < fp32.size_bytes, name
+        assert records[name].agreement > 0.9, name
+    assert {n: records[n].precision for n in TFLITE_VARIANTS} == {
+        "tflite-fp32": "fp32",
+        "tflite-dynamic-int8": "dynamic-int8",
+        "tflite-fp16": "fp16-weights",
+        "tflite-int8": "int8",
+        "tflite-int16x8": "int16x8",
+    }
+    ref = records["keras"]
+    assert (ref.agreement, ref.max_abs_diff, ref.convert_seconds) == (1.0, 0.0, 0.0)
+    assert ref.size_bytes == model_path.stat().st_size and ref.model_id == "tiny-f16"
+
+
+def test_static_shape_and_builtin_ops_only(compressed):
+    from ai_edge_litert.interpreter import Interpreter
+
+    _, out = compressed
+    for name in TFLITE_VARIANTS:
+        interp = Interpreter(model_path=str(compress.artifact_path(out, name)))
+        interp.allocate_tensors()
+        assert list(interp.get_input_details()[0]["shape"]) == [1, SIZE, SIZE, 3]
+        ops = {op["op_name"] for op in interp._get_ops_details()}
+        assert not [o for o in ops if o.startswith("Flex")], (name, ops)
+        assert not ops & {"VAR_HANDLE", "READ_VARIABLE"}, (name, ops)  # weights are frozen
+
+
+def test_rerun_skips_finished_variants_and_redoes_stale_ones(compressed, model_path):
+    records, out = compressed
+    paths = {n: compress.artifact_path(out, n) for n in TFLITE_VARIANTS}
+    before = {n: p.stat().st_mtime_ns for n, p in paths.items()}
+    cfg = CompressConfig(calibration_images=8, verify_images=4)
+    again = compress.compress_model(
+        model_path, ["all"], out, images(8, seed=1), images(4, seed=2), cfg
+    )
+    assert {n: p.stat().st_mtime_ns for n, p in paths.items()} == before
+    for rec in again:
+        assert rec.convert_seconds == records[rec.variant].convert_seconds
+        assert rec.agreement == records[rec.variant].agreement
+    # a sidecar lost (interrupted between the two writes) -> that variant is converted again
+    compress.sidecar_path(paths["tflite-fp16"]).unlink()
+    compress.compress_model(model_path, ["tflite-fp16"], out, None, images(4, seed=2), cfg)
+    assert paths["tflite-fp16"].stat().st_mtime_ns != before["tflite-fp16"]
+    assert compress.sidecar_path(paths["tflite-fp16"]).is_file()
+
+
+def test_uint8_io_scales_input_and_output(compressed, model_path, tmp_path):
+    records, out = compressed
+    cfg = CompressConfig(calibration_images=8, verify_images=4, int8_io="uint8")
+    (rec,) = compress.compress_model(
+        model_path, ["tflite-int8"], tmp_path, images(8, seed=1), images(4, seed=2), cfg
+    )
+    assert rec.io_dtype == "uint8" and rec.precision == "int8"
+    assert rec.size_ratio_to_fp32 == pytest.approx(
+        rec.size_bytes / records["tflite-fp32"].size_bytes
+    )
+    as_uint8 = load_predictor("litert", tmp_path / "tflite-int8.tflite")
+    as_float = load_predictor("litert", out / "tflite-int8.tflite")
+    scale, zero = as_uint8._in_q
+    assert scale == pytest.approx(1 / 255, rel=0.02) and zero == 0
+    test = images(4, seed=5)
+    p8, pf = as_uint8.predict_proba(test), as_float.predict_proba(test)
+    assert p8.dtype == np.float32
+    assert np.allclose(p8.sum(-1), 1.0, atol=0.05)  # dequantized, not raw 0..255 codes
+    assert np.mean(p8.argmax(-1) == pf.argmax(-1)) >= 0.97
+    assert np.abs(p8 - pf).max() < 0.1
+    assert rec.agreement >= 0.9
+
+
+def test_missing_model(tmp_path):
+    with pytest.raises(ModelError) as exc:
+        compress.compress_model(
+            tmp_path / "nope.keras",
+            ["all"],
+            tmp_path / "out",
+            images(2),
+            images(1),
+            CompressConfig(),
+        )
+    one_line(exc, "not found", "nope.keras")
+    assert no_artifacts(tmp_path / "out")
+
+
+def test_truncated_model(model_path, tmp_path):
+    bad = tmp_path / "cut.keras"
+    bad.write_bytes(model_path.read_bytes()[:2000])
+    with pytest.raises(ModelError) as exc:
+        compress.compress_model(bad, ["all"], tmp_path, images(2), images(1), CompressConfig())
+    one_line(exc, str(bad))
+    assert no_artifacts(tmp_path)
+
+
+def test_text_file_named_keras(tmp_path):
+    bad = tmp_path / "notes.keras"
+    bad.write_text("not a model\n")
+    with pytest.raises(ModelError) as exc:
+        compress.compress_model(bad, ["tflite-fp32"], tmp_path, None, images(1), CompressConfig())
+    one_line(exc, str(bad))
+    assert no_artifacts(tmp_path)
+
+
+def test_classifier_output_is_rejected(tmp_path):
+    inp = keras.Input((SIZE, SIZE, 3))
+    x = keras.layers.GlobalAveragePooling2D()(keras.layers.Conv2D(4, 3)(inp))
+    path = save(
+        keras.Model(inp, keras.layers.Dense(10, activation="softmax")(x)), tmp_path / "cls.keras"
+    )
+    with pytest.raises(ModelError) as exc:
+        compress.compress_model(path, ["all"], tmp_path, images(2), images(1), CompressConfig())
+    one_line(exc, str(path), "per-pixel")
+    assert no_artifacts(tmp_path)
+
+
+def test_unknown_variant(model_path, tmp_path):
+    with pytest.raises(UnetqError) as exc:
+        compress.compress_model(
+            model_path, ["tflite-fp32", "tflite-int3"], tmp_path, None, images(1), CompressConfig()
+        )
+    one_line(exc, "tflite-int3", "tflite-int8", "all")
+    assert no_artifacts(tmp_path)
+
+
+def test_int8_without_calibration_images(model_path, tmp_path):
+    with pytest.raises(UnetqError) as exc:
+        compress.compress_model(
+            model_path, ["tflite-int8"], tmp_path, None, images(1), CompressConfig()
+        )
+    one_line(exc, "calibration")
+    assert no_artifacts(tmp_path)
+
+
+def test_images_of_the_wrong_size(model_path, tmp_path):
+    small = np.zeros((2, 16, 16, 3), np.uint8)
+    with pytest.raises(UnetqError) as exc:
+        compress.compress_model(
+            model_path, ["tflite-fp32"], tmp_path, None, small, CompressConfig()
+        )
+    one_line(exc, "16x16", "32x32")
+    assert no_artifacts(tmp_path)
+
+
+@keras.saving.register_keras_serializable(package="unetq_test")
+class ErfLayer(keras.layers.Layer):
+    """tf.math.erf has no TFLite builtin kernel (only a Flex one)."""
+
+    def call(self, x):
+        return tf.math.erf(x)
+
+
+def test_non_builtin_op_is_named_with_its_layer(tmp_path):
+    inp = keras.Input((SIZE, SIZE, 3))
+    x = ErfLayer(name="erf_block")(keras.layers.Conv2D(4, 3, padding="same")(inp))
+    out = keras.layers.Conv2D(3, 1, activation="softmax")(x)
+    path = save(keras.Model(inp, out), tmp_path / "odd.keras")
+    with pytest.raises(ModelError) as exc:
+        compress.compress_model(path, ["tflite-fp32"], tmp_path, None, images(1), CompressConfig())
+    one_line(exc, "Erf", "erf_block", str(path))
+    assert no_artifacts(tmp_path)
+
+
+def test_validate_variants():
+    assert compress.validate_variants(["all"]) == list(compress.VARIANTS)
+    assert compress.validate_variants("tflite-int8,keras,tflite-int8") == ["tflite-int8", "keras"]
+    with pytest.raises(UnetqError, match="choose from all, keras"):
+        compress.validate_variants(["fp8"])
+    assert compress.artifact_path(Path("m"), "keras") == Path("m/model.keras")
+    assert compress.artifact_path(Path("m"), "tflite-fp16") == Path("m/tflite-fp16.tflite")
+    assert compress.VARIANTS["tflite-int16x8"].slow
+    assert compress.VARIANTS["tflite-dynamic-int8"].study_name == "default"
+    assert compress.VARIANTS["tflite-fp16"].study_name == "float16"
+    assert compress.VARIANTS["keras"].study_name == "no compression"
+
+
+def test_csv_rows_keep_other_models(compressed, tmp_path):
+    records, _ = compressed
+    path = tmp_path / compress.COMPRESSED_CSV
+    other = compress.CompressRecord("other", "keras", "x", 1, 1.0, 0.0, 1.0, 0.0, 1)
+    compress.write_compress_csv(path, [other])
+    compress.write_compress_csv(path, list(records.values()))
+    rows = list(csv.DictReader(path.open()))
+    assert [r["Model"] for r in rows] == ["other"] + ["tiny-f16"] * len(records)
+    quant = {r["variant"]: r["Quantization"] for r in rows if r["Model"] == "tiny-f16"}
+    assert quant["tflite-dynamic-int8"] == "default" and quant["tflite-int8"] == "tflite-int8"
+
+
+def test_compression_images_random_or_from_dataset(monkeypatch):
+    cal, ver, note = compress.compression_images((8, 8), 5, 3, None)
+    again = compress.compression_images((8, 8), 5, 3, None)
+    assert cal.shape == (5, 8, 8, 3) and ver.shape == (3, 8, 8, 3) and cal.dtype == np.uint8
+    assert np.array_equal(cal, again[0]) and "not representative" in note
+
+    import types
+
+    import unetq.data as data
+
+    train = types.SimpleNamespace(
+        images=np.arange(10, dtype=np.uint8)[:, None, None, None] * np.ones((1, 8, 8, 3), np.uint8)
+    )
+    val = types.SimpleNamespace(images=np.full((4, 8, 8, 3), 200, np.uint8))
+    seen = {}
+    monkeypatch.setattr(
+        data, "open_dataset", lambda cfg, progress=None: seen.setdefault("cfg", cfg)
+    )
+    monkeypatch.setattr(
+        data,
+        "load_split",
+        lambda index, split, size, progress=None: train if split == "train" else val,
+    )
+    cal, ver, _ = compress.compression_images((8, 8), 5, 3, compress.data_config(None, "folder"))
+    assert seen["cfg"].image_size == 8
+    assert len(cal) == 5 and len(set(cal[:, 0, 0, 0])) == 5  # distinct training images
+    assert ver.shape == (3, 8, 8, 3) and (ver == 200).all()
+
+
+def run_cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "unetq.cli", "compress", *args],
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        timeout=300,
+    )
+
+
+def test_cli_bad_model_path_is_one_line(tmp_path):
+    result = run_cli("--model", str(tmp_path / "missing.keras"), "--out", "out", cwd=tmp_path)
+    assert result.returncode != 0
+    lines = [ln for ln in result.stderr.splitlines() if ln.strip()]
+    assert lines == [f"error: model file not found: {tmp_path / 'missing.keras'}"]
+    assert "Traceback" not in result.stdout + result.stderr
+    assert no_artifacts(tmp_path / "out")
+
+
+def test_cli_writes_variants_csv_and_table(model_path, tmp_path):
+    result = run_cli(
+        "--model", str(model_path), "--variants", "keras,tflite-fp32,tflite-int8",
+        "--out", "out", "--calibration-images", "4", "--verify-images", "2", "--int8-io", "uint8",
+        cwd=tmp_path,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "not representative" in result.stdout  # random calibration data is flagged
+    assert "tflite-int8" in result.stdout and "agreement" in result.stdout
+    rows = list(csv.DictReader((tmp_path / "out" / compress.COMPRESSED_CSV).open()))
+    assert [r["variant"] for r in rows] == ["keras", "tflite-fp32", "tflite-int8"]
+    assert rows[0]["Quantization"] == "no compression" and rows[2]["io_dtype"] == "uint8"
+    assert (tmp_path / "out" / "tflite-int8.tflite").is_file()
