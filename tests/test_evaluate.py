@@ -286,7 +286,7 @@ def test_model_factors_from_id_and_trained_csv():
     assert evaluate.model_factors("classic-f16-nobn-e5") == {
         "Epoch": 5,
         "Filters": 16,
-        "Normalization": "None",
+        "Normalization": "NoBatchNorm",
     }
     trained = pd.DataFrame(
         {"model_id": ["odd"], "epochs": [7], "filters": [8], "batchnorm": [True]}

@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 from typing import Annotated
 
 import typer
 from rich.console import Console
+from rich.text import Text
 
 from unetq.errors import UnetqError
+
+# TensorFlow's C++ start-up chatter (oneDNN, cpu feature notes) is not for our users.
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 app = typer.Typer(
     help="Train U-Net segmentation models, quantize them, and measure the trade-offs on CPUs.",
@@ -35,16 +40,488 @@ SetOpt = Annotated[
 # --- data commands ---
 
 
+def _data_progress(download: bool = False):
+    from rich.progress import (
+        BarColumn,
+        DownloadColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeRemainingColumn,
+        TransferSpeedColumn,
+    )
+
+    counter = [DownloadColumn(), TransferSpeedColumn()] if download else [MofNCompleteColumn()]
+    return Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        *counter,
+        TimeRemainingColumn(),
+        console=console,
+    )
+
+
+def _data_say(text: str, style: str | None = None) -> None:
+    console.print(text, style=style, markup=False, highlight=False, soft_wrap=True)
+
+
+@data_app.command("fetch")
+def data_fetch(
+    dest: Annotated[
+        Path | None, typer.Option("--dest", help="Extract here (default: the unetq cache folder).")
+    ] = None,
+    data_dir: DataDirOpt = None,
+) -> None:
+    """Download Oxford-IIIT Pet (MD5-checked, resumable, safe extraction) unless a copy exists."""
+    from unetq.data import fetch
+
+    local = fetch.local_copy(data_dir)
+    if local is not None:
+        _data_say(f"using the local copy at {local[0]} (from {local[1]}); nothing downloaded")
+        return
+    target = dest or fetch.pets_cache_root()
+    if fetch.is_complete(target):
+        _data_say(f"already downloaded: {target}")
+        return
+    with _data_progress(download=True) as progress:
+        path = fetch.fetch_pets(dest, progress=progress)
+    _data_say(f"Oxford-IIIT Pet ready at {path}")
+
+
+@data_app.command("check")
+def data_check(
+    data_dir: DataDirOpt = None,
+    fmt: Annotated[
+        str, typer.Option("--format", help="Dataset layout: pets, folder or auto (detect).")
+    ] = "auto",
+    size: Annotated[
+        int, typer.Option("--size", help="Also cache the splits resized to N px (0: don't).")
+    ] = 160,
+    split: Annotated[str, typer.Option("--split", help="Split procedure: seed or official.")] = (
+        "seed"
+    ),
+) -> None:
+    """Decode every image and mask of a dataset and report what it holds; exit 0 when usable."""
+    from unetq.config import DataConfig
+    from unetq.data import check_dataset, detect_format, open_dataset
+    from unetq.data.check import skipped_by_reason
+    from unetq.errors import DataError
+
+    if fmt not in ("auto", "pets", "folder"):
+        raise typer.BadParameter(f"'{fmt}' is not pets, folder or auto", param_hint="--format")
+    if split not in ("seed", "official"):
+        raise typer.BadParameter(f"'{split}' is not seed or official", param_hint="--split")
+    if size and not 16 <= size <= 1024:
+        raise typer.BadParameter("must be 0 or between 16 and 1024", param_hint="--size")
+    if fmt == "auto":
+        fmt = detect_format(data_dir) if data_dir is not None and data_dir.is_dir() else "pets"
+    cfg = DataConfig(format=fmt, data_dir=data_dir, split=split, image_size=size or 160)
+    with _data_progress() as progress:
+        index = open_dataset(cfg, progress=progress)
+        _data_say(f"{index.note} (format {index.format})", style="bold")
+        _data_say(f"pairs found: {len(index.pairs)}")
+        skipped = skipped_by_reason(index)
+        _data_say(f"files skipped: {len(index.skipped)}")
+        for reason, count, names in skipped:
+            more = ", ..." if count > len(names) else ""
+            _data_say(f"  {count} {reason}: {', '.join(names)}{more}")
+        _data_say(f"unmatched files (no partner): {len(index.unmatched)}")
+        for path in index.unmatched[:5]:
+            _data_say(f"  {path}")
+        if index.lists:
+            lists = ", ".join(f"{k} {len(v)}" for k, v in index.lists.items())
+            _data_say(f"official lists: {lists}")
+        sizes = " / ".join(f"{k} {len(v)}" for k, v in index.splits.items())
+        _data_say(f"split '{split}' (seed {cfg.split_seed}): {sizes}")
+        if index.unsplit_names():
+            _data_say(f"pairs in no split: {len(index.unsplit_names())}")
+        report = check_dataset(index, size or None, progress=progress)
+    shares = ", ".join(
+        f"{name} {share:.1%}"
+        for name, share in zip(index.class_names, report.class_shares, strict=True)
+    )
+    background = index.class_names[index.background_class]
+    _data_say(f"classes ({index.num_classes}, background = {background}): {shares}")
+    if report.min_size:
+        (w0, h0), (w1, h1) = report.min_size, report.max_size
+        _data_say(f"image sizes: {w0}x{h0} (smallest) to {w1}x{h1} (largest)")
+    _data_say(f"decoded: {report.decoded} of {report.pairs} image/mask pairs")
+    for problem in report.problems[:10]:
+        err_console.print(f"  {problem}", markup=False, highlight=False, soft_wrap=True)
+    if report.problems:
+        raise DataError(
+            f"{len(report.problems)} of {report.pairs} pairs unusable (first: {report.problems[0]})"
+        )
+    if report.cache_files:
+        folder = next(iter(report.cache_files.values())).parent
+        _data_say(f"cached at {size} px: {folder}")
+    _data_say("usable", style="bold green")
+
+
 # --- models and train commands ---
+@app.command("models")
+def models_cmd(
+    arch: Annotated[str, typer.Option("--arch", help="Architecture: xception or classic.")] = (
+        "xception"
+    ),
+    filters: Annotated[int, typer.Option("--filters", help="Base number of filters.")] = 32,
+    size: Annotated[int, typer.Option("--size", help="Input image size in pixels.")] = 160,
+    batchnorm: Annotated[bool, typer.Option("--batchnorm/--no-batchnorm")] = True,
+    classes: Annotated[int, typer.Option("--classes", help="Number of classes.")] = 3,
+) -> None:
+    """Print a model's parameter count and multiply-adds per image."""
+    from unetq.models import build_model, count_macs, count_params
+
+    model = build_model(arch, filters, batchnorm, classes, size)
+    norm = "batch norm" if batchnorm else "no batch norm"
+    console.print(
+        f"{arch} f={filters}, {norm}, {size}x{size}, {classes} classes: "
+        f"{count_params(model):,} parameters, {count_macs(model) / 1e9:.2f} GMAC per image",
+        highlight=False,
+        soft_wrap=True,
+    )
+
+
+@app.command("train")
+def train_cmd(
+    out: Annotated[Path, typer.Option("--out", help="Run folder (models/ and CSVs go here).")],
+    preset: Annotated[str, typer.Option(help="Preset: quick, seed or smoke.")] = "quick",
+    config: Annotated[Path | None, typer.Option(help="A TOML config over the preset.")] = None,
+    set_: SetOpt = None,
+    data_dir: DataDirOpt = None,
+    fmt: Annotated[str | None, typer.Option("--format", help="pets or folder.")] = None,
+) -> None:
+    """Train every model of the config's grid (resumable; finished models are skipped)."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+    from rich.progress import TimeElapsedColumn as Elapsed
+
+    from unetq.config import build_config
+    from unetq.data import open_dataset
+    from unetq.study import prepare_run_dir
+    from unetq.train import TRAINED_INFO, train_grid
+
+    overrides = list(set_ or []) + ([f'data.format="{fmt}"'] if fmt is not None else [])
+    cfg = build_config(preset, config, overrides)
+    if data_dir is not None:
+        cfg.data = cfg.data.model_copy(update={"data_dir": data_dir})
+    out.mkdir(parents=True, exist_ok=True)
+    prepare_run_dir(cfg, out)
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), Elapsed())
+    with Progress(*columns, console=console) as progress:
+        index = open_dataset(cfg.data, progress=progress)
+        if index.synthetic:
+            console.print(f"[bold yellow]SYNTHETIC DATA[/]: {index.note}")
+        records = train_grid(cfg, index, None, out, progress)
+    for r in records:
+        flag = "  [bold red]COLLAPSED[/]" if r.collapsed else ""
+        console.print(
+            f"{r.model_id}: best epoch {r.best_epoch}/{r.epochs}, val_loss {r.best_val_loss:.4f}, "
+            f"val fg IoU {r.val_fg_iou:.3f}, {r.seconds_per_epoch:.1f} s/epoch{flag}",
+            highlight=False,
+            soft_wrap=True,
+        )
+    console.print(f"wrote {out / TRAINED_INFO}", highlight=False)
 
 
 # --- compress commands ---
+@app.command()
+def compress(
+    model: Annotated[Path, typer.Option("--model", help="Keras segmentation model (.keras).")],
+    variants: Annotated[
+        str,
+        typer.Option("--variants", help="all, or a comma list such as tflite-fp32,tflite-int8."),
+    ] = "all",
+    out: Annotated[
+        Path | None, typer.Option("--out", help="Folder for the variants (default: the model's).")
+    ] = None,
+    calibration_images: Annotated[
+        int, typer.Option("--calibration-images", help="Images calibrating int8/int16x8.")
+    ] = 100,
+    verify_images: Annotated[
+        int, typer.Option("--verify-images", help="Images checking each variant against Keras.")
+    ] = 16,
+    int8_io: Annotated[
+        str, typer.Option("--int8-io", help="tflite-int8 input/output type: float32 or uint8.")
+    ] = "float32",
+    data_dir: DataDirOpt = None,
+    fmt: FormatOpt = "pets",
+) -> None:
+    """Convert a Keras segmentation model into TFLite variants and check each against it."""
+    import os
+
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # keep converter logs off the terminal
+    from rich.progress import Progress
+
+    from unetq import compress as comp
+
+    cfg = comp.compress_config(variants, calibration_images, verify_images, int8_io)
+    data = comp.data_config(data_dir, fmt) if data_dir is not None else None
+    comp.model_input_hw(model)  # a bad model fails here, before the progress display
+    warn = lambda text: console.print(f"[yellow]warning:[/] {text}", highlight=False)  # noqa: E731
+    with Progress(console=console, transient=True) as progress:
+        records, csv_path = comp.run_compress(model, cfg.variants, out, cfg, data, progress, warn)
+    console.print(comp.summary_table(records))
+    console.print(f"wrote {csv_path}", highlight=False)
 
 
 # --- evaluate and bench commands ---
+def _run_config(run: Path, data_dir: Path | None = None, fmt: str | None = None):
+    """RUN/config.toml (defaults when absent) with --data-dir / --format applied."""
+    from unetq.config import StudyConfig, build_config
+
+    if not run.is_dir():
+        raise UnetqError(f"run folder not found: {run}")
+    path = run / "config.toml"
+    cfg = build_config(config_file=path) if path.exists() else StudyConfig()
+    if fmt is not None and fmt not in ("pets", "folder"):
+        raise typer.BadParameter(f"'{fmt}' is not pets or folder", param_hint="--format")
+    update = {"data_dir": data_dir} if data_dir is not None else {}
+    if fmt is not None:
+        update["format"] = fmt
+    if update:
+        cfg.data = cfg.data.model_copy(update=update)
+    return cfg
+
+
+def _frame_tables(df, columns: list[tuple[str, str, int | None]], title: str) -> None:
+    """Print one rich table per model: (column, header, decimals or None for text)."""
+    from rich import box
+    from rich.table import Table
+
+    if df.empty:
+        console.print(f"{title}: no rows")
+        return
+    # a terminal keeps its width; a pipe or log file gets whole tables rather than "…"
+    out = console if console.is_terminal else Console(width=160, file=console.file)
+    for model_id, group in df.groupby("model_id", sort=False):
+        table = Table(title=f"{model_id}: {title}", box=box.SIMPLE_HEAD)
+        for _, header, digits in columns:
+            table.add_column(header, justify="left" if digits is None else "right", no_wrap=True)
+        for row in group.to_dict("records"):
+            table.add_row(*(_cell(row.get(col), digits) for col, _, digits in columns))
+        out.print(table)
+
+
+def _cell(value, digits: int | None) -> str:
+    if digits is None:
+        return "–" if value is None or value != value else str(value)
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return "–"
+    return "–" if number != number else f"{number:.{digits}f}"
+
+
+@app.command()
+def evaluate(
+    run: Annotated[Path, typer.Option("--run", help="Run folder (holds models/).")],
+    split: Annotated[
+        str, typer.Option("--split", help="train, val or test (cross mode: every image).")
+    ] = "test",
+    data_dir: Annotated[
+        Path | None,
+        typer.Option(
+            "--data-dir",
+            help="Dataset folder; another dataset than the run's means cross-dataset mode.",
+        ),
+    ] = None,
+    fmt: Annotated[
+        str | None, typer.Option("--format", help="pets or folder (cross mode: detected).")
+    ] = None,
+    name: Annotated[
+        str | None,
+        typer.Option(
+            "--name", help="Cross mode: results go to RUN/cross/NAME (default: the folder name)."
+        ),
+    ] = None,
+) -> None:
+    """Accuracy of every variant of every model in a run, per image; resumable.
+
+    Given another dataset with the same classes (--data-dir, or --name), every image of it is a
+    test image and the results go to RUN/cross/NAME/.
+    """
+    import os
+
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # keep TensorFlow's logs off the terminal
+    from rich.progress import Progress
+
+    from unetq import evaluate as ev
+    from unetq.data import open_dataset
+
+    if split not in ("train", "val", "test"):
+        raise typer.BadParameter(f"'{split}' is not train, val or test", param_hint="--split")
+    if fmt is not None and fmt not in ("pets", "folder"):
+        raise typer.BadParameter(f"'{fmt}' is not pets or folder", param_hint="--format")
+    cfg = _run_config(run)
+    cross = ev.is_cross(run, cfg.data, data_dir, name)
+    if cross:
+        label = ev.cross_name(name, data_dir)
+        cfg.data = ev.cross_data_config(cfg.data, data_dir, fmt)
+    else:
+        cfg = _run_config(run, data_dir, fmt)
+    with Progress(console=console, transient=True) as progress:
+        index = open_dataset(cfg.data, progress=progress)
+        if cross:
+            path = ev.evaluate_cross(run, index, label, cfg, progress=progress)
+        else:
+            path = ev.evaluate_run(run, index, split, cfg, progress=progress)
+    summary = ev.summarize(ev.read_individual_results(path))
+    columns = [
+        ("variant", "variant", None),
+        ("runtime", "runtime", None),
+        ("n_images", "images", 0),
+        ("fg_iou", "fg IoU", 3),
+        ("fg_dice", "fg Dice", 3),
+        ("fg_iou_dataset", "pooled IoU", 3),
+        ("miou", "mIoU", 3),
+        ("agreement", "agree", 4),
+        ("seed_iou", "study IoU", 3),
+    ]
+    where = f"dataset '{label}' (every image)" if cross else split
+    _frame_tables(summary, columns, f"accuracy on {where}, mean per image")
+    console.print(f"wrote {path}", highlight=False)
+    if cross:
+        console.print(f"wrote {path.parent / ev.AVERAGE_CSV}", highlight=False)
+
+
+@app.command()
+def bench(
+    run: Annotated[Path, typer.Option("--run", help="Run folder (holds models/).")],
+    threads: Annotated[
+        str | None, typer.Option("--threads", help="Comma list of counts or 'all' (e.g. 1,all).")
+    ] = None,
+    repeats: Annotated[
+        int | None, typer.Option("--repeats", min=1, help="Timed calls per measurement.")
+    ] = None,
+    warmup: Annotated[
+        int | None, typer.Option("--warmup", min=0, help="Untimed calls before timing.")
+    ] = None,
+) -> None:
+    """Latency, memory and size of every variant, each in a fresh process; resumable."""
+    from rich.progress import Progress
+
+    from unetq.bench import bench_run
+
+    cfg = _run_config(run)
+    threads_list = threads.split(",") if threads else None
+    with Progress(console=console, transient=True) as progress:
+        path = bench_run(run, cfg, threads_list, repeats, warmup, progress=progress)
+    import pandas as pd
+
+    df = pd.read_csv(path)
+    df = df[df["threads"].notna()] if "threads" in df else df.iloc[0:0]
+    if "size_bytes" in df:
+        df = df.assign(size_mb=df["size_bytes"] / 1e6)
+    columns = [
+        ("variant", "variant", None),
+        ("runtime", "runtime", None),
+        ("threads", "thr", 0),
+        ("precision", "precision", None),
+        ("latency_ms_median", "ms med", 1),
+        ("latency_ms_p95", "p95", 1),
+        ("speedup_vs_keras", "x keras", 2),
+        ("model_memory_mb", "mem MB", 0),
+        ("size_mb", "size MB", 1),
+        ("fg_iou", "fg IoU", 3),
+    ]
+    _frame_tables(df, columns, "median ms per image (model call only)")
+    console.print(f"wrote {path}", highlight=False)
 
 
 # --- study, report, show, predict commands ---
+@app.command()
+def study(
+    preset: Annotated[str, typer.Option(help="Preset: quick, seed or smoke.")] = "quick",
+    config: Annotated[Path | None, typer.Option(help="A TOML config over the preset.")] = None,
+    data_dir: DataDirOpt = None,
+    fmt: Annotated[str | None, typer.Option("--format", help="pets or folder.")] = None,
+    out: Annotated[Path | None, typer.Option(help="Run folder (default runs/<preset>).")] = None,
+    set_: SetOpt = None,
+) -> None:
+    """Train the grid, compress every model, evaluate and benchmark every variant, report."""
+    from unetq.config import build_config
+    from unetq.study import run_study
+
+    overrides = list(set_ or [])
+    if data_dir is not None:
+        overrides.append(f'data.data_dir="{data_dir}"')
+    if fmt is not None:
+        overrides.append(f'data.format="{fmt}"')
+    cfg = build_config(preset, config, overrides)
+    report = run_study(cfg, out or Path("runs") / preset, console)
+    console.print(f"[bold green]report:[/] {report}")
+
+
+@app.command()
+def robustness(
+    run: Annotated[Path, typer.Option(help="Run folder.")],
+    data_dir: DataDirOpt = None,
+    set_: SetOpt = None,
+) -> None:
+    """Accuracy of each variant under image corruptions, against the float model."""
+    from unetq.data import open_dataset
+    from unetq.robustness import robustness_run
+    from unetq.study import load_run_config, make_progress, overrides_for
+
+    cfg = overrides_for(load_run_config(run), list(set_ or []), data_dir)
+    with make_progress(console) as progress:
+        out = robustness_run(run, open_dataset(cfg.data), cfg, progress=progress)
+    console.print(f"robustness: {out}")
+
+
+@app.command()
+def report(run: Annotated[Path, typer.Option(help="Run folder.")]) -> None:
+    """Rebuild a run's HTML report from its CSVs; recomputes nothing."""
+    from unetq.report import build_report
+    from unetq.study import load_run_config
+
+    load_run_config(run)  # a clear error when RUN is not a run folder
+    console.print(f"report: {build_report(run)}")
+
+
+@app.command()
+def show(
+    run: Annotated[Path, typer.Option(help="Run folder.")],
+    image: Annotated[str | None, typer.Option(help="Test image name (default: the first).")] = None,
+    model: Annotated[str | None, typer.Option(help="Model id (default: the last).")] = None,
+    out: Annotated[Path | None, typer.Option(help="PNG file to write.")] = None,
+) -> None:
+    """The single-image panel: input, truth, every variant's prediction and disagreement."""
+    from unetq.report.panel import make_panel
+
+    console.print(f"panel: {make_panel(run, image, model, out)}")
+
+
+@app.command()
+def predict(
+    model: Annotated[Path, typer.Option(help="model.keras or a .tflite variant.")],
+    images: Annotated[Path, typer.Option(help="An image file or a folder of images.")],
+    out: Annotated[Path, typer.Option(help="Folder for masks and overlays.")],
+    runtime: Annotated[
+        str | None, typer.Option(help="keras, litert or openvino (default from the file).")
+    ] = None,
+    threads: Annotated[int, typer.Option(help="Inference threads.")] = 1,
+    background: Annotated[int, typer.Option(help="Background class (not overlaid).")] = 0,
+) -> None:
+    """Segment your own images; writes mask PNGs at each image's size and overlays."""
+    from rich.progress import Progress
+
+    from unetq.predict import predict_images
+
+    with Progress(console=console, transient=True) as progress:
+        result = predict_images(model, images, out, runtime, threads, background, progress)
+    for path, reason in result.skipped:
+        console.print(f"[yellow]skipped[/] {path}: {reason}")
+    if result.ms_per_image:
+        import statistics
+
+        ms = statistics.median(result.ms_per_image)
+        console.print(
+            f"{len(result.written)} images segmented into {out}; "
+            f"median {ms:.1f} ms per image (model call, {threads} thread(s))"
+        )
+    if not result.written:
+        raise UnetqError(f"no readable images in {images}")
 
 
 def main() -> None:
@@ -52,7 +529,7 @@ def main() -> None:
     try:
         app(standalone_mode=False)
     except UnetqError as exc:
-        err_console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+        err_console.print(Text.assemble(("error: ", "bold red"), str(exc)), soft_wrap=True)
         sys.exit(2)
     except KeyboardInterrupt:
         err_console.print("interrupted: finished work is saved; rerun the same command to resume.")

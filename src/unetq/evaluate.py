@@ -4,6 +4,9 @@ Per image: confusion matrix, fg IoU/Dice, mIoU, pixel accuracy, the original stu
 seed IoU/Dice, and agreement with the keras model's class map. `evaluate_run` is resumable:
 each (model, variant, runtime) is a part file in `run_dir/.eval/<model_id>/`, written atomically;
 a rerun skips parts that already hold exactly the expected images.
+
+`evaluate_cross` runs the same machinery on every image (split 'all') of another dataset with
+the run's classes and writes to `run_dir/cross/<name>/` (parts in its own `.eval/`).
 """
 
 from __future__ import annotations
@@ -11,6 +14,7 @@ from __future__ import annotations
 import gc
 import importlib
 import inspect
+import json
 import math
 import re
 from collections.abc import Iterable
@@ -21,14 +25,17 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from unetq.errors import DataError, ModelError
-from unetq.fileio import atomic_path, write_csv
+from unetq.errors import ConfigError, DataError, ModelError
+from unetq.fileio import atomic_path, write_csv, write_json
 from unetq.metrics import agreement as pixel_agreement
 from unetq.metrics import confusion_matrix, dataset_scores, scores, seed_scores
 from unetq.records import ImageResult
 
 INDIVIDUAL_CSV = "model_performance_individual_results.csv"
+AVERAGE_CSV = "model_performance_average_results.csv"
 EVAL_DIR = ".eval"
+CROSS_DIR = "cross"  # run_dir/cross/<name>/: a run's models evaluated on another dataset
+CROSS_SPLIT = "all"  # in cross mode every image of the other dataset is a test image
 KEYS = ["model_id", "variant", "runtime"]
 PER_IMAGE_METRICS = [
     "fg_iou",
@@ -59,6 +66,7 @@ STUDY_ALIASES = (
     "IoU_score",
     "Dice_score",
 )
+CROSS_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]*$")
 MODEL_ID_RE = re.compile(r"^(?P<arch>.+)-f(?P<filters>\d+)-(?P<norm>bn|nobn)-e(?P<epochs>\d+)$")
 PREDICT_CHUNK = 8  # images per predict() call: small enough for a smooth progress bar
 
@@ -283,7 +291,7 @@ def model_factors(model_id: str, trained: pd.DataFrame | None = None) -> dict[st
 
 
 def _norm(batchnorm: bool) -> str:
-    return "BatchNorm" if batchnorm else "None"
+    return "BatchNorm" if batchnorm else "NoBatchNorm"
 
 
 def quantization_name(variant: str) -> str:
@@ -429,9 +437,25 @@ def evaluate_run(run_dir: Path, index: Any, split: str, cfg: Any, progress: Any 
     `cfg.evaluate.slow_variant_max_images` images. Also refreshes the average CSV
     (bench.write_average_results). Returns the individual CSV's path.
     """
+    run_dir = Path(run_dir)
+    parts = evaluate_parts(run_dir, run_dir, index, split, cfg, progress)
+    path = write_individual_results(run_dir, parts)
+    from unetq.bench import write_average_results
+
+    write_average_results(run_dir)  # keep the merged table current whatever ran last
+    return path
+
+
+def evaluate_parts(
+    run_dir: Path, out_dir: Path, index: Any, split: str, cfg: Any, progress: Any = None
+) -> list[Path]:
+    """Evaluate run_dir's models on `split` of `index`; parts go to out_dir/.eval/ (resumable).
+
+    Returns the part files of every (model, variant, runtime), finished ones included.
+    """
     from unetq.bench import usable_cores
 
-    run_dir = Path(run_dir)
+    run_dir, out_dir = Path(run_dir), Path(out_dir)
     dirs = model_dirs(run_dir)
     if not dirs:
         raise ModelError(f"no trained models in {run_dir / 'models'}")
@@ -443,7 +467,7 @@ def evaluate_run(run_dir: Path, index: Any, split: str, cfg: Any, progress: Any 
         model_id = model_dir.name
         runs = variant_runs(model_dir, openvino=openvino)
         has_keras = bool(runs) and runs[0][:2] == ("keras", "keras")
-        ref_path = _reference_path(run_dir, model_id)
+        ref_path = _reference_path(out_dir, model_id)
         reference: dict[str, np.ndarray] | None = None
         for variant, runtime, artifact, slow in runs:
             if arrays is None:  # read once, and only when some model has a variant
@@ -452,7 +476,7 @@ def evaluate_run(run_dir: Path, index: Any, split: str, cfg: Any, progress: Any 
             if slow:
                 limit = min(limit, cfg.evaluate.slow_variant_max_images)
             names = list(arrays.names[:limit])
-            part = part_path(run_dir, model_id, variant, runtime, registry[variant].runtime)
+            part = part_path(out_dir, model_id, variant, runtime, registry[variant].runtime)
             parts.append(part)
             is_reference = variant == "keras" and runtime == "keras"
             if _part_done(part, names, artifact):
@@ -482,17 +506,16 @@ def evaluate_run(run_dir: Path, index: Any, split: str, cfg: Any, progress: Any 
                 _save_reference(ref_path, produced)
                 reference = produced
             write_csv(part, result_rows(results))
-    path = write_individual_results(run_dir, parts)
-    from unetq.bench import write_average_results
-
-    write_average_results(run_dir)  # keep the merged table current whatever ran last
-    return path
+    return parts
 
 
-def write_individual_results(run_dir: Path, parts: list[Path]) -> Path:
-    """Concatenate part files into model_performance_individual_results.csv (atomically)."""
+def write_individual_results(run_dir: Path, parts: list[Path], out_dir: Path | None = None) -> Path:
+    """Concatenate part files into out_dir/model_performance_individual_results.csv.
+
+    out_dir defaults to run_dir (whose trained_models_info.csv gives the study's columns).
+    """
     frames = [f for f in (_read_part(p) for p in parts) if f is not None and not f.empty]
-    path = Path(run_dir) / INDIVIDUAL_CSV
+    path = Path(out_dir if out_dir is not None else run_dir) / INDIVIDUAL_CSV
     if not frames:
         write_csv(
             path, [], columns=[f for f in ImageResult.__dataclass_fields__ if f != "confusion"]
@@ -509,6 +532,165 @@ def write_individual_results(run_dir: Path, parts: list[Path]) -> Path:
     with atomic_path(path) as tmp:
         df[ordered].to_csv(tmp, index=False)
     return path
+
+
+# --- cross-dataset: the run's models on another dataset with the same classes ------------------
+
+
+def run_dataset_info(run_dir: Path) -> dict[str, Any] | None:
+    """The run's dataset.json (written by the study's data step), or None when absent."""
+    path = Path(run_dir) / "dataset.json"
+    try:
+        info = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    return info if isinstance(info, dict) else None
+
+
+def is_cross(run_dir: Path, run_data: Any, data_dir: Path | None, name: str | None) -> bool:
+    """Cross mode: a --name, or a --data-dir other than the dataset the run was made with.
+
+    The run's dataset is the root in its dataset.json, else its configured data.data_dir; when
+    neither is known a --data-dir is taken as the run's own dataset (not cross).
+    """
+    if name:
+        return True
+    if data_dir is None:
+        return False
+    info = run_dataset_info(run_dir) or {}
+    own = info.get("root") or getattr(run_data, "data_dir", None)
+    if own is None:
+        return False
+    return not _same_path(own, data_dir)
+
+
+def _same_path(a: Any, b: Any) -> bool:
+    return Path(a).expanduser().resolve() == Path(b).expanduser().resolve()
+
+
+def cross_data_config(run_data: Any, data_dir: Path | None, fmt: str | None) -> Any:
+    """The run's data config pointed at another dataset; its layout is detected unless given."""
+    update: dict[str, Any] = {}
+    if data_dir is not None:
+        from unetq.data import detect_format
+
+        folder = Path(data_dir).expanduser()
+        if not folder.is_dir():
+            raise DataError(f"data folder not found: {folder}")
+        update = {"source": "auto", "data_dir": folder, "format": fmt or detect_format(folder)}
+    elif fmt is not None:
+        update["format"] = fmt
+    return run_data.model_copy(update=update)
+
+
+def cross_name(name: str | None, data_dir: Path | None) -> str:
+    """The folder name under run_dir/cross/: --name, else the data folder's name."""
+    if not name:
+        if data_dir is None:
+            raise ConfigError("cross-dataset evaluation needs --data-dir or --name")
+        name = Path(data_dir).expanduser().resolve().name
+    if not CROSS_NAME_RE.match(name):
+        raise ConfigError(
+            f"cross-dataset name '{name}' must be letters, digits, '.', '_', '+' or '-' "
+            "(it names a folder under <run>/cross/)"
+        )
+    return name
+
+
+def check_cross_compatible(run_dir: Path, index: Any) -> None:
+    """Same number of classes and same background class as the run's dataset (dataset.json).
+
+    Without a dataset.json only the models' class count is checked (per predictor).
+    """
+    info = run_dataset_info(run_dir)
+    if info is None or "num_classes" not in info:
+        return
+    ours = (int(info["num_classes"]), int(info.get("background_class", -1)))
+    theirs = (int(index.num_classes), int(index.background_class))
+    if ours != theirs:
+        raise DataError(
+            f"{index.root} has {theirs[0]} classes with background class {theirs[1]} but the "
+            f"run's dataset {info.get('root', run_dir)} has {ours[0]} with background class "
+            f"{ours[1]}: cross-dataset evaluation needs the same classes"
+        )
+
+
+def cross_dataset_info(index: Any, name: str, cfg: Any, run_dir: Path) -> dict[str, Any]:
+    run_info = run_dataset_info(run_dir) or {}
+    return {
+        "name": name,
+        "format": index.format,
+        "root": str(index.root),
+        "synthetic": bool(getattr(index, "synthetic", False)),
+        "note": getattr(index, "note", ""),
+        "num_classes": index.num_classes,
+        "background_class": index.background_class,
+        "class_names": list(getattr(index, "class_names", [])),
+        "split": CROSS_SPLIT,
+        "images": len(index.pairs),
+        "max_images": cfg.evaluate.max_images,
+        "image_size": cfg.data.image_size,
+        "skipped": len(getattr(index, "skipped", [])),
+        "unmatched": len(getattr(index, "unmatched", [])),
+        "run_dataset": run_info.get("root"),
+    }
+
+
+def evaluate_cross(run_dir: Path, index: Any, name: str, cfg: Any, progress: Any = None) -> Path:
+    """Evaluate run_dir's models and variants on every image of another dataset (`index`).
+
+    Writes run_dir/cross/<name>/: model_performance_individual_results.csv,
+    model_performance_average_results.csv (accuracy per model, variant and runtime, with the
+    study's columns) and dataset.json. Resumable: parts live in cross/<name>/.eval/. The
+    dataset must have the run's classes (count and background class). Returns the individual
+    CSV's path.
+    """
+    run_dir = Path(run_dir)
+    name = cross_name(name, None)
+    check_cross_compatible(run_dir, index)
+    out_dir = run_dir / CROSS_DIR / name
+    old = run_dataset_info(out_dir)
+    if old and old.get("root") and not _same_path(old["root"], index.root):
+        raise ConfigError(
+            f"{out_dir} holds results for another dataset ({old['root']}); "
+            "choose another --name or delete that folder"
+        )
+    if not model_dirs(run_dir):
+        raise ModelError(f"no trained models in {run_dir / 'models'}")
+    write_json(out_dir / "dataset.json", cross_dataset_info(index, name, cfg, run_dir))
+    parts = evaluate_parts(run_dir, out_dir, index, CROSS_SPLIT, cfg, progress)
+    path = write_individual_results(run_dir, parts, out_dir)
+    write_cross_average(run_dir, out_dir, name)
+    return path
+
+
+def write_cross_average(run_dir: Path, out_dir: Path, name: str) -> Path:
+    """out_dir/model_performance_average_results.csv: accuracy only, no latency columns."""
+    acc = summarize(read_individual_results(Path(out_dir) / INDIVIDUAL_CSV))
+    acc["dataset"] = name
+    acc["size_bytes"] = [
+        _artifact_size(Path(run_dir) / "models" / str(m), str(v))
+        for m, v in zip(acc["model_id"], acc["variant"], strict=True)
+    ]
+    df = with_study_columns(acc, _read_csv(Path(run_dir) / "trained_models_info.csv"))
+    study = pd.DataFrame(
+        {"IoU_score": df.get("fg_iou"), "Dice_score": df.get("fg_dice")}, index=df.index
+    )
+    lead = 5 if "Model" in df else 0
+    df = pd.concat([df.iloc[:, :lead], study, df.iloc[:, lead:]], axis=1)
+    for col in ("IoU_score", "Dice_score"):
+        df[f"Average_{col}"] = df[col]
+    path = Path(out_dir) / AVERAGE_CSV
+    with atomic_path(path) as tmp:
+        df.to_csv(tmp, index=False)
+    return path
+
+
+def _artifact_size(model_dir: Path, variant: str) -> float:
+    try:
+        return float(artifact_for(model_dir, variant).stat().st_size)
+    except (OSError, KeyError):
+        return float("nan")
 
 
 def read_individual_results(path: Path) -> pd.DataFrame:

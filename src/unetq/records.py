@@ -33,7 +33,7 @@ class ModelSpec:
             "Model": self.model_id,
             "Epoch": self.epochs,
             "Filters": self.filters,
-            "Normalization": "BatchNorm" if self.batchnorm else "None",
+            "Normalization": "BatchNorm" if self.batchnorm else "NoBatchNorm",
         }
 
 

@@ -2,12 +2,15 @@
 
 Every (condition, severity) corrupts the test images once at their original resolution,
 resizes them as the data cache does, and runs every chosen model and variant on them. Results
-go to one part file per (condition, severity), so an interrupted run resumes where it stopped.
+go to one part file per (condition, severity), so an interrupted run resumes where it stopped;
+a part counts as finished only if it holds every chosen (model, variant) on the same images
+and is newer than their artifacts.
 """
 
 from __future__ import annotations
 
-import os
+import gc
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -16,22 +19,33 @@ from PIL import Image
 
 from unetq.config import StudyConfig
 from unetq.data.conditions import apply_condition, check_conditions
+from unetq.errors import ConfigError, DataError, ModelError
 from unetq.fileio import write_csv
 from unetq.report.tables import ROBUSTNESS_CSV, read_csv, with_model_factors
 
 PART_DIR = ".robustness"
+METRICS = ("fg_iou", "fg_dice", "miou")
+PART_COLUMNS = [
+    "model_id",
+    "variant",
+    "condition",
+    "severity",
+    "n_images",
+    *METRICS,
+    "agreement",
+    "images_key",  # which images and seed a part was computed on; not in robustness.csv
+]
 
 
 def choose_models(run_dir: Path, names: list[str] | None) -> list[str]:
     """The configured models, else per filter width the longest-trained (batch norm first)."""
+    run_dir = Path(run_dir)
     available = sorted(p.parent.name for p in (run_dir / "models").glob("*/model.keras"))
     if names:
         missing = [n for n in names if n not in available]
         if missing:
-            from unetq.errors import ConfigError
-
             raise ConfigError(f"robustness.models not trained in {run_dir}: {', '.join(missing)}")
-        return list(names)
+        return list(dict.fromkeys(names))
     df = with_model_factors(pd.DataFrame({"model_id": available}))
     if df.empty:
         return []
@@ -39,102 +53,178 @@ def choose_models(run_dir: Path, names: list[str] | None) -> list[str]:
     return df.groupby("filters", sort=True).head(1)["model_id"].tolist()
 
 
+def robustness_variants(names: list[str]) -> list[str]:
+    """The configured variants, keras first (its class maps are the agreement reference)."""
+    from unetq.compress import VARIANTS
+
+    unknown = [v for v in names if v not in VARIANTS]
+    if unknown:
+        raise ConfigError(
+            f"unknown robustness.variants {', '.join(unknown)}; choose from {', '.join(VARIANTS)}"
+        )
+    return sorted(dict.fromkeys(names), key=lambda v: v != "keras")
+
+
 def resize_image(image: np.ndarray, size: int) -> np.ndarray:
     return np.asarray(Image.fromarray(image).resize((size, size), Image.BILINEAR))
 
 
+def part_path(run_dir: Path, condition: str, severity: int) -> Path:
+    return Path(run_dir) / PART_DIR / f"{condition}-{severity}.csv"
+
+
 def robustness_run(run_dir: Path, index, cfg: StudyConfig, progress=None) -> Path:
-    """Write robustness.csv: one row per (model, variant, condition, severity), clean rows too."""
+    """Write robustness.csv: one row per (model, variant, condition, severity), clean rows too.
+
+    Clean rows have condition 'clean' and severity 0; `<metric>_change` is the metric minus the
+    clean value of the same model and variant; `agreement` is the share of pixels whose class
+    equals the keras model's on the same (corrupted) images.
+    """
     from unetq.compress import VARIANTS, artifact_path
     from unetq.data import load_split, read_image
-    from unetq.metrics import agreement, confusion_matrix, scores
-    from unetq.runtimes import load_predictor
+    from unetq.runtimes import available_cores, load_predictor
 
+    run_dir = Path(run_dir)
     rcfg = cfg.robustness
     check_conditions(rcfg.conditions, rcfg.severities)
+    variants = robustness_variants(rcfg.variants)
     models = choose_models(run_dir, rcfg.models)
-    test = load_split(index, cfg.evaluate.split, cfg.data.image_size)
-    names = test.names[: rcfg.max_images] if rcfg.max_images else test.names
-    truth = test.masks[: len(names)]
-    originals = [read_image(index.pair(name).image) for name in names]
-    jobs = [("clean", 0)] + [(c, s) for c in rcfg.conditions for s in rcfg.severities]
-    variants = [v for v in rcfg.variants if v in VARIANTS]
-    parts = run_dir / PART_DIR
-    task = progress.add_task("robustness", total=len(jobs)) if progress else None
-    predictors = {}
-    for condition, severity in jobs:
-        part = parts / f"{condition}-{severity}.csv"
-        if part.exists():
-            if progress:
-                progress.advance(task)
-            continue
-        images = np.stack(
-            [
-                resize_image(
-                    img
-                    if severity == 0
-                    else apply_condition(img, condition, severity, rcfg.seed, name),
-                    cfg.data.image_size,
-                )
-                for img, name in zip(originals, names, strict=True)
-            ]
+    if not models:
+        raise ModelError(f"no trained models for the robustness step in {run_dir / 'models'}")
+    artifacts = {
+        (m, v): path
+        for m in models
+        for v in variants
+        if (path := artifact_path(run_dir / "models" / m, v)).exists()
+    }
+    if not artifacts:
+        raise ModelError(
+            f"none of robustness.variants ({', '.join(variants)}) exists for "
+            f"{', '.join(models)} in {run_dir / 'models'}"
         )
-        rows = []
-        for model_id in models:
-            reference = None
-            for variant in variants:
-                artifact = artifact_path(run_dir / "models" / model_id, variant)
-                if not artifact.exists():
-                    continue
-                key = (model_id, variant)
-                if key not in predictors:
-                    predictors[key] = load_predictor(
-                        VARIANTS[variant].runtime, artifact, threads=os.cpu_count() or 1
-                    )
-                pred = predictors[key].predict(images)
-                if variant == "keras":
-                    reference = pred
-                per_image = [
-                    scores(confusion_matrix(t, p, index.num_classes), index.background_class)
-                    for t, p in zip(truth, pred, strict=True)
-                ]
-                rows.append(
-                    {
-                        "model_id": model_id,
-                        "variant": variant,
-                        "condition": condition,
-                        "severity": severity,
-                        "n_images": len(names),
-                        "fg_iou": float(np.mean([s["fg_iou"] for s in per_image])),
-                        "fg_dice": float(np.mean([s["fg_dice"] for s in per_image])),
-                        "miou": float(np.mean([s["miou"] for s in per_image])),
-                        "agreement": float(agreement(reference, pred))
-                        if reference is not None
-                        else np.nan,
-                    }
+    split = cfg.evaluate.split
+    test = load_split(index, split, cfg.data.image_size, progress=progress)
+    n = min(len(test.names), rcfg.max_images or len(test.names))
+    if n == 0:
+        raise DataError(f"split '{split}' of {index.root} is empty: no images for robustness")
+    names = list(test.names[:n])
+    truth = test.masks[:n]
+    key = images_key(names, rcfg.seed)
+    jobs = [("clean", 0)] + [(c, s) for c in rcfg.conditions for s in sorted(set(rcfg.severities))]
+    parts = [part_path(run_dir, c, s) for c, s in jobs]
+    pending = [
+        (job, part)
+        for job, part in zip(jobs, parts, strict=True)
+        if not part_done(part, artifacts, n, key)
+    ]
+    task = None
+    if progress is not None:
+        task = progress.add_task("robustness", total=len(jobs), completed=len(jobs) - len(pending))
+    originals: list[np.ndarray] | None = None
+    predictors: dict = {}
+    try:
+        for (condition, severity), part in pending:
+            if severity == 0:
+                images = test.images[:n]
+            else:
+                if originals is None:  # decoded only when some corrupted part is missing
+                    originals = [read_image(index.pair(name).image) for name in names]
+                images = np.stack(
+                    [
+                        resize_image(
+                            apply_condition(img, condition, severity, rcfg.seed, name),
+                            cfg.data.image_size,
+                        )
+                        for img, name in zip(originals, names, strict=True)
+                    ]
                 )
-        write_csv(part, rows)
-        if progress:
-            progress.advance(task)
-    return write_robustness_csv(run_dir)
+            rows = []
+            for model_id in models:
+                reference = None
+                for variant in variants:
+                    if (model_id, variant) not in artifacts:
+                        continue
+                    if (model_id, variant) not in predictors:
+                        predictors[model_id, variant] = load_predictor(
+                            VARIANTS[variant].runtime,
+                            artifacts[model_id, variant],
+                            threads=available_cores(),
+                        )
+                    pred = predictors[model_id, variant].predict(images)
+                    if variant == "keras":
+                        reference = pred
+                    row = {"model_id": model_id, "variant": variant}
+                    row.update(condition=condition, severity=severity, n_images=n)
+                    row.update(score_maps(truth, pred, reference, index))
+                    row["images_key"] = key
+                    rows.append(row)
+            write_csv(part, rows, columns=PART_COLUMNS)
+            if task is not None:
+                progress.advance(task)
+    finally:
+        predictors.clear()
+        gc.collect()
+    if task is not None:
+        progress.remove_task(task)
+    return write_robustness_csv(run_dir, parts)
 
 
-def write_robustness_csv(run_dir: Path) -> Path:
-    """Join the part files and add the change of each metric against the clean images."""
-    frames = [read_csv(p) for p in sorted((run_dir / PART_DIR).glob("*.csv"))]
+def score_maps(truth: np.ndarray, pred: np.ndarray, reference, index) -> dict[str, float]:
+    """Per-image means of fg IoU/Dice and mIoU; pixel agreement with the keras class maps."""
+    from unetq.metrics import agreement, confusion_matrix, scores
+
+    per_image = [
+        scores(confusion_matrix(t, p, index.num_classes), index.background_class)
+        for t, p in zip(truth, pred, strict=True)
+    ]
+    out = {m: float(np.nanmean([s[m] for s in per_image])) for m in METRICS}
+    out["agreement"] = float(agreement(reference, pred)) if reference is not None else np.nan
+    return out
+
+
+def images_key(names: list[str], seed: int) -> str:
+    """A short fingerprint of the evaluated images and the corruption seed."""
+    text = "\n".join([*names, str(seed)])
+    return f"{zlib.crc32(text.encode()):08x}"
+
+
+def part_done(part: Path, artifacts: dict, n: int, key: str) -> bool:
+    """Finished: exactly the expected (model, variant) rows on the same images, newer than
+    every artifact it used."""
+    try:
+        df = pd.read_csv(part, dtype={"model_id": str, "variant": str, "images_key": str})
+    except (OSError, ValueError, pd.errors.ParserError, pd.errors.EmptyDataError):
+        return False
+    if not set(PART_COLUMNS) <= set(df.columns) or len(df) != len(artifacts):
+        return False
+    if set(zip(df["model_id"], df["variant"], strict=True)) != set(artifacts):
+        return False
+    if not ((df["n_images"] == n).all() and (df["images_key"] == key).all()):
+        return False
+    mtime = part.stat().st_mtime
+    return all(path.stat().st_mtime <= mtime for path in artifacts.values())
+
+
+def write_robustness_csv(run_dir: Path, parts: list[Path] | None = None) -> Path:
+    """Join the part files (default: every part on disk) and add the change of each metric
+    against the clean images."""
+    run_dir = Path(run_dir)
+    if parts is None:
+        parts = sorted((run_dir / PART_DIR).glob("*.csv"))
+    frames = [read_csv(p) for p in parts]
     frames = [f for f in frames if not f.empty]
     out = run_dir / ROBUSTNESS_CSV
+    columns = [c for c in PART_COLUMNS if c != "images_key"]
+    columns += [f"{m}_change" for m in METRICS]
     if not frames:
-        write_csv(out, [])
+        write_csv(out, [], columns=columns)
         return out
-    df = pd.concat(frames, ignore_index=True)
+    df = pd.concat(frames, ignore_index=True).drop(columns=["images_key"], errors="ignore")
     clean = df[df["condition"] == "clean"].set_index(["model_id", "variant"])
-    for metric in ("fg_iou", "fg_dice", "miou"):
-        base = clean[metric]
-        df[f"{metric}_change"] = [
-            row[metric] - base.get((row["model_id"], row["variant"]), np.nan)
-            for _, row in df.iterrows()
-        ]
+    keys = pd.MultiIndex.from_frame(df[["model_id", "variant"]])
+    for metric in METRICS:
+        base = clean[metric].reindex(keys).to_numpy(float)
+        df[f"{metric}_change"] = df[metric].to_numpy(float) - base
     df = df.sort_values(["model_id", "variant", "condition", "severity"])
-    write_csv(out, df.to_dict("records"))
+    write_csv(out, df.to_dict("records"), columns=columns)
     return out

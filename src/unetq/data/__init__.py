@@ -11,12 +11,13 @@ from unetq.data.cache import cache_dir, load_split, read_mask
 from unetq.data.check import CheckReport, check_dataset
 from unetq.data.fetch import NetworkError, fetch_pets
 from unetq.data.images import read_image
-from unetq.data.index import SPLITS, DatasetIndex, Pair, SplitArrays
+from unetq.data.index import ALL_SPLIT, SPLITS, DatasetIndex, Pair, SplitArrays
 from unetq.data.source import detect_format, open_dataset, scan_dataset
 from unetq.data.synthetic import write_synthetic
 from unetq.data.tfdata import make_tf_dataset, to_input
 
 __all__ = [
+    "ALL_SPLIT",
     "SPLITS",
     "CheckReport",
     "DatasetIndex",

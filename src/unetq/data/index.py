@@ -11,6 +11,8 @@ import numpy as np
 from unetq.errors import DataError
 
 SPLITS = ("train", "val", "test")
+# Every pair of the dataset in name order: a foreign dataset evaluated as a whole test set.
+ALL_SPLIT = "all"
 
 
 @dataclass(frozen=True)
@@ -53,8 +55,13 @@ class DatasetIndex:
             raise DataError(f"no image/mask pair named '{name}' in {self.root}") from None
 
     def split_pairs(self, split: str) -> list[Pair]:
+        """The pairs of a split in its order; 'all' is every pair in name order."""
+        if split == ALL_SPLIT:
+            return sorted(self.pairs, key=lambda p: p.name)
         if split not in self.splits:
-            raise DataError(f"unknown split '{split}' (choose train, val or test): {self.root}")
+            raise DataError(
+                f"unknown split '{split}' (choose train, val, test or all): {self.root}"
+            )
         return [self.pair(n) for n in self.splits[split]]
 
     def unsplit_names(self) -> list[str]:

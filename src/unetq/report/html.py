@@ -144,6 +144,7 @@ def build_report(run_dir: Path) -> Path:
         parts.append(_html_table(quantization_penalties(tables.robustness), sortable=True))
     for cross in sorted(run_dir.glob("cross/*/model_performance_average_results.csv")):
         parts.append(f"<h2>Cross-dataset: {html.escape(cross.parent.name)}</h2>")
+        parts.append(_cross_line(_read_json(cross.parent / "dataset.json")))
         parts.append(_html_table(main_table(pd.read_csv(cross)), sortable=True))
 
     parts.append("<h2>Machine</h2>")
@@ -220,6 +221,23 @@ def _dataset_line(dataset: dict) -> str:
         f"{dataset.get('num_classes', '?')} classes "
         f"({html.escape(', '.join(dataset.get('class_names', [])))}), background = class "
         f"{dataset.get('background_class', '?')}; splits: {sizes}.</p>"
+    )
+
+
+def _cross_line(info: dict) -> str:
+    if not info:
+        return ""
+    count = info.get("images", "?")
+    limit = info.get("max_images")
+    if isinstance(count, int) and isinstance(limit, int) and limit < count:
+        count = f"the first {limit} of {count}"
+    return (
+        f"<p class='note'>This run's models on every image ({count}) of another dataset: "
+        f"{html.escape(str(info.get('format', '')))} at "
+        f"<code>{html.escape(str(info.get('root', '')))}</code>, "
+        f"{info.get('num_classes', '?')} classes, background = class "
+        f"{info.get('background_class', '?')}. Accuracy only (made by "
+        "<code>unetq evaluate --data-dir</code>).</p>"
     )
 
 

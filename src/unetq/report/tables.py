@@ -63,7 +63,9 @@ def main_table(average: pd.DataFrame) -> pd.DataFrame:
         return pd.DataFrame()
     df = average.copy()
     threads = sorted(int(t) for t in df["threads"].dropna().unique()) if "threads" in df else []
-    first = df.sort_values("threads").groupby(KEYS, sort=False).first().reset_index()
+    # accuracy-only tables (e.g. cross-dataset results) have no threads column
+    ordered = df.sort_values("threads") if "threads" in df else df
+    first = ordered.groupby(KEYS, sort=False).first().reset_index()
     table = pd.DataFrame(
         {
             "model": first["model_id"],
