@@ -353,7 +353,12 @@ def test_train_grid_writes_trained_models_info(tiny_arch, tmp_path):
         "tiny-f2-nobn-e2",
     ]
     assert table["Epoch"].tolist() == [1, 2, 1, 2]
-    assert table["Normalization"].tolist() == ["BatchNorm", "BatchNorm", "NoBatchNorm", "NoBatchNorm"]
+    assert table["Normalization"].tolist() == [
+        "BatchNorm",
+        "BatchNorm",
+        "NoBatchNorm",
+        "NoBatchNorm",
+    ]
     assert table["model_id"].tolist() == table["Model"].tolist()
     assert {"params", "gmacs", "best_epoch", "val_fg_iou", "collapsed", "peak_rss_mb"} <= set(
         table.columns

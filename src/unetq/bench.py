@@ -486,14 +486,15 @@ def bench_run(
     images: np.ndarray | None = None,
     n_images: int = 8,
     loader: str = DEFAULT_LOADER,
+    remeasure: bool = False,
 ) -> Path:
     """Benchmark every (model, variant, runtime, threads) of run_dir; merge the average CSV.
 
     `images` (uint8 [N, H, W, 3], e.g. the test split) supplies the timed inputs; without it,
     seeded uniform images of cfg.data.image_size are used (latency of these dense models does
     not depend on pixel values). Finished measurements are part files in run_dir/.bench/ and a
-    rerun with the same settings skips them. Slow variants (int16x8) use
-    cfg.bench.slow_variant_repeats timed calls after one warm-up call.
+    rerun with the same settings skips them (`remeasure` measures everything again). Slow
+    variants (int16x8) use cfg.bench.slow_variant_repeats timed calls after one warm-up call.
     """
     from unetq.evaluate import model_dirs, variant_runs
 
@@ -536,7 +537,7 @@ def bench_run(
         }
         done = _read_part(part)
         fresh = done is not None and part.stat().st_mtime >= artifact.stat().st_mtime
-        if not (fresh and done.get("params") == params):
+        if remeasure or not (fresh and done.get("params") == params):
             if progress is not None:
                 progress.update(task, description=f"bench {model_id} {variant} ({runtime}, {t}t)")
             try:
@@ -723,6 +724,7 @@ def machine_info() -> dict[str, Any]:
         "python": platform.python_version(),
         "versions": versions,
         "load_average": _load_average(),  # other work on the machine skews timings
+        "tf_enable_onednn_opts": os.environ.get("TF_ENABLE_ONEDNN_OPTS", ""),
         "measured_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
 

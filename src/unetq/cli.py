@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
 from pathlib import Path
@@ -13,8 +14,10 @@ from rich.text import Text
 
 from unetq.errors import UnetqError
 
-# TensorFlow's C++ start-up chatter (oneDNN, cpu feature notes) is not for our users.
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+# TensorFlow's C++ chatter (grappler remapper notes, cpu features) and its Python retracing
+# warnings are not for our users; real failures still raise.
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+logging.getLogger("tensorflow").setLevel(logging.ERROR)
 
 app = typer.Typer(
     help="Train U-Net segmentation models, quantize them, and measure the trade-offs on CPUs.",
@@ -396,6 +399,9 @@ def bench(
     warmup: Annotated[
         int | None, typer.Option("--warmup", min=0, help="Untimed calls before timing.")
     ] = None,
+    remeasure: Annotated[
+        bool, typer.Option("--remeasure", help="Measure again what was already measured.")
+    ] = False,
 ) -> None:
     """Latency, memory and size of every variant, each in a fresh process; resumable."""
     from rich.progress import Progress
@@ -405,7 +411,9 @@ def bench(
     cfg = _run_config(run)
     threads_list = threads.split(",") if threads else None
     with Progress(console=console, transient=True) as progress:
-        path = bench_run(run, cfg, threads_list, repeats, warmup, progress=progress)
+        path = bench_run(
+            run, cfg, threads_list, repeats, warmup, progress=progress, remeasure=remeasure
+        )
     import pandas as pd
 
     df = pd.read_csv(path)

@@ -112,12 +112,14 @@ def set_tf_threads(threads: int) -> int:
     """
     import tensorflow as tf
 
-    for setter in (
-        tf.config.threading.set_intra_op_parallelism_threads,
-        tf.config.threading.set_inter_op_parallelism_threads,
+    # One inter-op thread: a U-Net's ops run one after another, and a second pool only competes
+    # with the intra-op threads for the cores (measured: training 20.5 -> 13.7 s per epoch).
+    for setter, value in (
+        (tf.config.threading.set_intra_op_parallelism_threads, threads),
+        (tf.config.threading.set_inter_op_parallelism_threads, 1),
     ):
         with contextlib.suppress(RuntimeError):  # context already running with other values
-            setter(threads)
+            setter(value)
     actual = tf.config.threading.get_intra_op_parallelism_threads()
     return actual if actual > 0 else available_cores()
 

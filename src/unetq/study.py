@@ -219,16 +219,23 @@ def print_summary(run_dir: Path, console: Console, synthetic: bool = False) -> N
     if table.empty:
         console.print(f"{title}: no results yet")
         return
+    from unetq.report.figures import VARIANT_ORDER
+
+    order = {v: i for i, v in enumerate(VARIANT_ORDER)}
+    table = table.assign(_rank=table["variant"].map(order).fillna(len(order)))
+    table = table.sort_values(["model", "_rank", "runtime"]).drop(columns="_rank")
+    if not console.is_terminal:  # logs and pipes: wide enough that no column is cut
+        console = Console(width=160, file=console.file)
     out = Table(title=title, title_style="bold yellow" if synthetic else "bold")
     ms_cols = [c for c in table.columns if c.startswith("ms_")]
-    headers = ["model", "variant", "runtime", "size MB", "fg IoU", "Dice"]
+    headers = ["model", "variant", "runtime", "size MB", "fg IoU", "Dice", "agree %"]
     headers += [f"ms/img {c.removeprefix('ms_')}" for c in ms_cols] + ["model MB"]
     for h in headers:
         out.add_column(h, justify="left" if h in ("model", "variant", "runtime") else "right")
     for row in table.itertuples(index=False):
         r = row._asdict()
         cells = [r["model"], r["variant"], r["runtime"], _num(r["size_mb"], 2)]
-        cells += [_num(r["fg_iou"], 3), _num(r["fg_dice"], 3)]
+        cells += [_num(r["fg_iou"], 3), _num(r["fg_dice"], 3), _num(100 * r["agreement"], 2)]
         cells += [_num(r[c], 1) for c in ms_cols] + [_num(r.get("model_mem_mb"), 1)]
         out.add_row(*cells)
     console.print(out)

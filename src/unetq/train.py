@@ -582,6 +582,9 @@ def train_run(
         else:
             pending.append(spec)
     if pending:
+        from unetq.runtimes import available_cores, set_tf_threads
+
+        set_tf_threads(available_cores())
         run.run(pending)
     return [run.records[s.model_id] for s in specs]
 

@@ -1,0 +1,93 @@
+"""`unetq predict` and `unetq show` on a tiny run: masks at each image size, bad files skipped."""
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from runhelp import run_cli
+from tinyrun import COMPRESSED, tiny_run
+from unetq.errors import UnetqError
+from unetq.predict import overlay, predict_images
+
+
+@pytest.fixture
+def tiny(tmp_path_factory, monkeypatch):
+    built = tiny_run(tmp_path_factory)
+    monkeypatch.setenv("UNETQ_CACHE_DIR", str(built.cache_dir))
+    return built
+
+
+@pytest.fixture
+def images(tmp_path):
+    folder = tmp_path / "images"
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    Image.fromarray(rng.integers(0, 255, (70, 50, 3), dtype=np.uint8)).save(folder / "a.png")
+    Image.fromarray(rng.integers(0, 255, (20, 33), dtype=np.uint8)).save(folder / "b.jpg")
+    (folder / "broken.jpg").write_bytes(b"\xff\xd8\xff not really a jpeg")
+    (folder / "notes.txt").write_text("hello")
+    return folder
+
+
+@pytest.mark.parametrize("variant", ["model.keras", "tflite-int8.tflite", "tflite-fp32.tflite"])
+def test_masks_have_each_images_size_and_bad_files_are_skipped(tiny, images, tmp_path, variant):
+    model = tiny.run_dir / "models" / COMPRESSED / variant
+    out = tmp_path / "out"
+    result = predict_images(model, images, out)
+    assert sorted(p.split("/")[-1] for p in result.written) == ["a.png", "b.jpg"]
+    assert sorted(p.split("/")[-1] for p, _ in result.skipped) == ["broken.jpg", "notes.txt"]
+    assert np.asarray(Image.open(out / "a_mask.png")).shape == (70, 50)
+    assert np.asarray(Image.open(out / "b_mask.png")).shape == (20, 33)
+    assert np.asarray(Image.open(out / "b_overlay.png")).shape == (20, 33, 3)
+    assert np.asarray(Image.open(out / "a_mask.png")).max() < 3
+    assert len(result.ms_per_image) == 2
+
+
+def test_openvino_runtime_gives_the_litert_classes(tiny, images, tmp_path):
+    model = tiny.run_dir / "models" / COMPRESSED / "tflite-fp32.tflite"
+    predict_images(model, images, tmp_path / "lite", runtime="litert")
+    predict_images(model, images, tmp_path / "ov", runtime="openvino")
+    a = np.asarray(Image.open(tmp_path / "lite" / "a_mask.png"))
+    b = np.asarray(Image.open(tmp_path / "ov" / "a_mask.png"))
+    assert (a == b).mean() > 0.95
+
+
+def test_overlay_leaves_background_untouched():
+    image = np.full((2, 2, 3), 100, np.uint8)
+    mask = np.array([[0, 1], [0, 2]], np.uint8)
+    out = overlay(image, mask, background_class=0)
+    assert (out[:, 0] == 100).all()
+    assert not (out[0, 1] == 100).all() and not (out[0, 1] == out[1, 1]).all()
+
+
+def test_missing_model_or_images_fail_cleanly(tiny, tmp_path, images):
+    with pytest.raises(UnetqError, match="model file not found"):
+        predict_images(tmp_path / "nope.tflite", images, tmp_path / "out")
+    model = tiny.run_dir / "models" / COMPRESSED / "tflite-fp32.tflite"
+    with pytest.raises(UnetqError, match="no such image"):
+        predict_images(model, tmp_path / "missing", tmp_path / "out")
+
+
+def test_cli_predict_and_show(tiny, images, tmp_path):
+    env = {"UNETQ_CACHE_DIR": str(tiny.cache_dir), "PATH": "/usr/bin:/bin"}
+    model = tiny.run_dir / "models" / COMPRESSED / "tflite-int8.tflite"
+    proc = run_cli(["predict", "--model", model, "--images", images, "--out", tmp_path / "o"], env)
+    assert "skipped" in proc.stdout and "2 images segmented" in proc.stdout
+
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    (bad / "x.jpg").write_bytes(b"garbage")
+    proc = run_cli(
+        ["predict", "--model", model, "--images", bad, "--out", tmp_path / "o2"], env, check=False
+    )
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines()[-1].startswith("error: no readable images")
+    assert "Traceback" not in proc.stderr
+
+    panel = tmp_path / "panel.png"
+    run_cli(["show", "--run", tiny.run_dir, "--model", COMPRESSED, "--out", panel], env)
+    assert Image.open(panel).size[0] > 300
+    proc = run_cli(
+        ["show", "--run", tiny.run_dir, "--image", "nope", "--out", panel], env, check=False
+    )
+    assert proc.returncode == 2 and "not in the test split" in proc.stderr
