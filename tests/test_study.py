@@ -23,7 +23,17 @@ CSVS = [
     "robustness.csv",
 ]
 # Columns that measure time or memory differ between any two runs; everything else must match.
-TIMING_WORDS = ("time", "second", "latency", "ms_", "rss", "memory", "images_per_s", "Execution")
+TIMING_WORDS = (
+    "time",
+    "second",
+    "latency",
+    "ms_",
+    "rss",
+    "memory",
+    "images_per_s",
+    "load_av",
+    "speedup",
+)
 
 # A file that shows the study has entered a stage (checked in this order by the poller).
 STAGE_MARKERS = {
@@ -36,7 +46,7 @@ STAGE_MARKERS = {
 
 
 def _comparable(df: pd.DataFrame) -> pd.DataFrame:
-    keep = [c for c in df.columns if not any(w in c for w in TIMING_WORDS) and c != "path"]
+    keep = [c for c in df.columns if not any(w in c.lower() for w in TIMING_WORDS) and c != "path"]
     keys = [
         c
         for c in ("model_id", "variant", "runtime", "threads", "image", "condition", "severity")

@@ -373,7 +373,8 @@ def test_cli_train_on_synthetic_data(tiny_arch, tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("UNETQ_CACHE_DIR", str(tmp_path / "cache"))
     out = tmp_path / "run"
     args = ["unetq", "train", "--preset", "smoke", "--out", str(out)]
-    for override in ('train.arch=["tiny"]', "train.filters=[2]", "train.batchnorm=[false]"):
+    overrides = ('train.arch=["tiny"]', "train.filters=[2]", "train.batchnorm=[false]")
+    for override in (*overrides, "train.epochs=[1, 2]"):
         args += ["--set", override]
     monkeypatch.setattr(sys, "argv", args)
     cli.main()

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 
 from unetq.config import DataConfig
 from unetq.data.cache import cache_dir, file_signature, parallel_map
-from unetq.data.images import image_size, list_images, mask_value_set, read_mask_raw
+from unetq.data.images import image_size, mask_value_set, pair_by_stem, read_mask_raw
 from unetq.data.index import DatasetIndex, Pair, limit_splits, seed_split
 from unetq.errors import DataError
 from unetq.fileio import write_json
@@ -40,20 +40,8 @@ def scan_folder(
     for sub in ("images", "masks"):
         if not (root / sub).is_dir():
             raise DataError(f"not a folder dataset (images/ + masks/; no {sub}/): {root}")
-    images, skipped = list_images(root / "images")
-    masks, skipped_masks = list_images(root / "masks")
-    skipped += skipped_masks
-    if not images:
-        raise DataError(f"no images in {root / 'images'}")
-    names = sorted(set(images) & set(masks))
-    unmatched = [str(images[n]) for n in images if n not in masks]
-    unmatched += [str(masks[n]) for n in masks if n not in images]
-    if not names:
-        raise DataError(
-            f"no image/mask pairs: {len(images)} images and {len(masks)} masks share no name: "
-            f"{root}"
-        )
-    pairs = [Pair(n, images[n], masks[n]) for n in names]
+    pairs, images, skipped, unmatched = pair_by_stem(root / "images", root / "masks", root)
+    names = [p.name for p in pairs]
 
     values = scan_mask_values(pairs, progress)
     mapping, binary = _mapping(values, pairs, cfg, root)

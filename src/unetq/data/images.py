@@ -174,3 +174,25 @@ def image_size(path: Path) -> tuple[int, int]:
         raise DataError(f"image not found: {path}") from None
     except _DECODE_ERRORS:
         raise DataError(f"unreadable image (not an image file): {path}") from None
+
+
+def pair_by_stem(
+    image_dir: Path, mask_dir: Path, root: Path, mask_word: str = "masks"
+) -> tuple[list, dict[str, Path], list[tuple[str, str]], list[str]]:
+    """Pairs matched by file stem, every image by stem, skipped files, files without partner."""
+    from unetq.data.index import Pair
+
+    images, skipped = list_images(image_dir)
+    masks, skipped_masks = list_images(mask_dir)
+    skipped += skipped_masks
+    if not images:
+        raise DataError(f"no images in {image_dir}")
+    names = sorted(set(images) & set(masks))
+    unmatched = [str(images[n]) for n in images if n not in masks]
+    unmatched += [str(masks[n]) for n in masks if n not in images]
+    if not names:
+        raise DataError(
+            f"no image/mask pairs: {len(images)} images and {len(masks)} {mask_word} share no "
+            f"name: {root}"
+        )
+    return [Pair(n, images[n], masks[n]) for n in names], images, skipped, unmatched

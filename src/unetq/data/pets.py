@@ -5,8 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from unetq.config import DataConfig
-from unetq.data.images import list_images
-from unetq.data.index import DatasetIndex, Pair, limit_splits, official_split, seed_split
+from unetq.data.images import pair_by_stem
+from unetq.data.index import DatasetIndex, limit_splits, official_split, seed_split
 from unetq.errors import DataError
 
 # Trimap 1/2/3 -> class 0 pet / 1 background / 2 border (label - 1, as the study did).
@@ -38,20 +38,10 @@ def scan_pets(root: Path, cfg: DataConfig) -> DatasetIndex:
             hint = "; images/ + masks/ is a folder dataset: use format 'folder'"
             hint = hint if (root / "masks").is_dir() else ""
             raise DataError(f"not an Oxford-IIIT Pet layout (missing {sub}/{hint}): {root}")
-    images, skipped = list_images(root / "images")
-    trimaps, skipped_masks = list_images(root / "annotations" / "trimaps")
-    skipped += skipped_masks
-    if not images:
-        raise DataError(f"no images in {root / 'images'}")
-    names = sorted(set(images) & set(trimaps))
-    unmatched = [str(images[n]) for n in images if n not in trimaps]
-    unmatched += [str(trimaps[n]) for n in trimaps if n not in images]
-    if not names:
-        raise DataError(
-            f"no image/mask pairs: {len(images)} images and {len(trimaps)} trimaps share no "
-            f"name: {root}"
-        )
-    pairs = [Pair(n, images[n], trimaps[n]) for n in names]
+    pairs, images, skipped, unmatched = pair_by_stem(
+        root / "images", root / "annotations" / "trimaps", root, "trimaps"
+    )
+    names = [p.name for p in pairs]
     paired = set(names)
 
     lists = {}
