@@ -219,11 +219,6 @@ def print_summary(run_dir: Path, console: Console, synthetic: bool = False) -> N
     if table.empty:
         console.print(f"{title}: no results yet")
         return
-    from unetq.report.figures import VARIANT_ORDER
-
-    order = {v: i for i, v in enumerate(VARIANT_ORDER)}
-    table = table.assign(_rank=table["variant"].map(order).fillna(len(order)))
-    table = table.sort_values(["model", "_rank", "runtime"]).drop(columns="_rank")
     if not console.is_terminal:  # logs and pipes: wide enough that no column is cut
         console = Console(width=160, file=console.file)
     out = Table(title=title, title_style="bold yellow" if synthetic else "bold")

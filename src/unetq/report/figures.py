@@ -12,16 +12,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from unetq.report.tables import pareto_front  # noqa: E402
-
-VARIANT_ORDER = [
-    "keras",
-    "tflite-fp32",
-    "tflite-fp16",
-    "tflite-dynamic-int8",
-    "tflite-int8",
-    "tflite-int16x8",
-]
+from unetq.report.tables import VARIANT_ORDER, pareto_front  # noqa: E402
 
 
 def _png(fig) -> bytes:

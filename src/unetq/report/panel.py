@@ -13,7 +13,7 @@ import numpy as np  # noqa: E402
 
 from unetq.errors import UnetqError  # noqa: E402
 from unetq.fileio import write_bytes  # noqa: E402
-from unetq.report.figures import VARIANT_ORDER  # noqa: E402
+from unetq.report.tables import VARIANT_ORDER  # noqa: E402
 
 
 def draw_panel(

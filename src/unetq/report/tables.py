@@ -15,6 +15,14 @@ COMPRESSED_CSV = "compressed_models_info.csv"
 ROBUSTNESS_CSV = "robustness.csv"
 
 KEYS = ["model_id", "variant", "runtime"]
+VARIANT_ORDER = [
+    "keras",
+    "tflite-fp32",
+    "tflite-fp16",
+    "tflite-dynamic-int8",
+    "tflite-int8",
+    "tflite-int16x8",
+]
 
 
 @dataclass
@@ -86,7 +94,9 @@ def main_table(average: pd.DataFrame) -> pd.DataFrame:
         table["model_mem_mb"] = first["model_memory_mb"]
     if "peak_rss_mb" in first:
         table["peak_rss_mb"] = first["peak_rss_mb"]
-    return table
+    rank = table["variant"].map({v: i for i, v in enumerate(VARIANT_ORDER)}).fillna(99)
+    order = table.assign(_rank=rank).sort_values(["model", "_rank", "runtime"]).index
+    return table.loc[order].reset_index(drop=True)
 
 
 def pareto_front(latency: np.ndarray, accuracy: np.ndarray) -> np.ndarray:
