@@ -6,6 +6,7 @@ from pathlib import Path
 import pytest
 
 from runhelp import run_cli
+from tinyrun import tiny_run
 
 
 @pytest.fixture(scope="session")
@@ -23,3 +24,12 @@ def smoke_run(tmp_path_factory, cache_env) -> Path:
     out = tmp_path_factory.mktemp("runs") / "smoke"
     run_cli(["study", "--preset", "smoke", "--out", out], env=cache_env)
     return out
+
+
+@pytest.fixture
+def tiny(tmp_path_factory, monkeypatch):
+    """The session's tiny run folder (pristine: copy before changing it), its cache in use."""
+    built = tiny_run(tmp_path_factory)
+    monkeypatch.setenv("UNETQ_CACHE_DIR", str(built.cache_dir))
+    monkeypatch.delenv("UNETQ_DATA_DIR", raising=False)
+    return built

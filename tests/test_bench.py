@@ -8,13 +8,13 @@ import os
 import subprocess
 import sys
 import textwrap
-from pathlib import Path
 from types import ModuleType, SimpleNamespace
 
 import numpy as np
 import pandas as pd
 import pytest
 
+from fakes import VARIANTS, artifact_path
 from unetq import bench
 from unetq.bench import (
     LatencyStats,
@@ -207,23 +207,6 @@ def test_resolve_threads():
 
 
 # --- bench_run and the merge ----------------------------------------------------------------
-
-VARIANTS = {
-    "keras": SimpleNamespace(name="keras", runtime="keras", slow=False, study_name="no"),
-    "tflite-fp32": SimpleNamespace(
-        name="tflite-fp32", runtime="litert", slow=False, study_name=None
-    ),
-    "tflite-dynamic-int8": SimpleNamespace(
-        name="tflite-dynamic-int8", runtime="litert", slow=False, study_name="default"
-    ),
-    "tflite-int16x8": SimpleNamespace(
-        name="tflite-int16x8", runtime="litert", slow=True, study_name=None
-    ),
-}
-
-
-def artifact_path(model_dir, variant):
-    return Path(model_dir) / ("model.keras" if variant == "keras" else f"{variant}.tflite")
 
 
 @pytest.fixture

@@ -9,6 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from fakes import VARIANTS, artifact_path
 from unetq import evaluate
 from unetq.config import StudyConfig
 from unetq.errors import ModelError
@@ -133,24 +134,6 @@ def test_summarize_groups_by_model_variant_runtime():
 
 
 # --- evaluate_run with fake registry, runtimes and data -------------------------------------
-
-
-VARIANTS = {
-    "keras": SimpleNamespace(name="keras", runtime="keras", slow=False, study_name="no"),
-    "tflite-fp32": SimpleNamespace(
-        name="tflite-fp32", runtime="litert", slow=False, study_name=None
-    ),
-    "tflite-dynamic-int8": SimpleNamespace(
-        name="tflite-dynamic-int8", runtime="litert", slow=False, study_name="default"
-    ),
-    "tflite-int16x8": SimpleNamespace(
-        name="tflite-int16x8", runtime="litert", slow=True, study_name=None
-    ),
-}
-
-
-def artifact_path(model_dir, variant):
-    return Path(model_dir) / ("model.keras" if variant == "keras" else f"{variant}.tflite")
 
 
 @pytest.fixture

@@ -15,7 +15,7 @@ from PIL import Image
 from typer.testing import CliRunner
 
 import unetq.runtimes
-from tinyrun import COMPRESSED, MODELS, SIZE, VARIANTS, copy_run, tiny_config, tiny_run
+from tinyrun import COMPRESSED, MODELS, SIZE, VARIANTS, copy_run, tiny_config
 from unetq.cli import app
 from unetq.config import DataConfig, StudyConfig
 from unetq.data import load_split, open_dataset, scan_dataset, write_synthetic
@@ -33,14 +33,6 @@ OTHER_IMAGES = 6
 PAIRS = [(COMPRESSED, v, "litert" if v != "keras" else "keras") for v in VARIANTS] + [
     (m, "keras", "keras") for m in MODELS if m != COMPRESSED
 ]
-
-
-@pytest.fixture
-def tiny(tmp_path_factory, monkeypatch):
-    built = tiny_run(tmp_path_factory)
-    monkeypatch.setenv("UNETQ_CACHE_DIR", str(built.cache_dir))
-    monkeypatch.delenv("UNETQ_DATA_DIR", raising=False)
-    return built
 
 
 @pytest.fixture

@@ -5,16 +5,9 @@ import pytest
 from PIL import Image
 
 from runhelp import run_cli
-from tinyrun import COMPRESSED, tiny_run
+from tinyrun import COMPRESSED
 from unetq.errors import UnetqError
 from unetq.predict import overlay, predict_images
-
-
-@pytest.fixture
-def tiny(tmp_path_factory, monkeypatch):
-    built = tiny_run(tmp_path_factory)
-    monkeypatch.setenv("UNETQ_CACHE_DIR", str(built.cache_dir))
-    return built
 
 
 @pytest.fixture

@@ -21,14 +21,6 @@ CONDITIONS = ["gaussian_noise", "occlusion"]
 SEVERITIES = [1, 2]
 
 
-@pytest.fixture
-def tiny(tmp_path_factory, monkeypatch):
-    built = tiny_run(tmp_path_factory)
-    monkeypatch.setenv("UNETQ_CACHE_DIR", str(built.cache_dir))
-    monkeypatch.delenv("UNETQ_DATA_DIR", raising=False)
-    return built
-
-
 @pytest.fixture(scope="module")
 def finished(tmp_path_factory):
     """A copy of the tiny run with its robustness step done (shared: copy before changing)."""

@@ -154,6 +154,11 @@ def build_config(
         raw = _merge(raw, load_toml(config_file))
     for assignment in overrides or []:
         apply_override(raw, assignment)
+    return validate(raw)
+
+
+def validate(raw: dict[str, Any]) -> StudyConfig:
+    """A StudyConfig from raw values; the first problem as a one-line ConfigError."""
     try:
         return StudyConfig.model_validate(raw)
     except ValidationError as exc:

@@ -25,7 +25,7 @@ from rich.table import Table
 
 from unetq.config import StudyConfig, load_toml, to_toml
 from unetq.errors import ConfigError
-from unetq.fileio import record_dict, write_csv, write_json, write_text
+from unetq.fileio import write_csv, write_json, write_text
 from unetq.report.tables import COMPRESSED_CSV, main_table, read_csv
 
 # Sections whose change alters results: a run folder holds one value of them.
@@ -112,7 +112,7 @@ def step_train(ctx: StudyContext) -> None:
 
 
 def step_compress(ctx: StudyContext) -> None:
-    from unetq.compress import compress_model
+    from unetq.compress import compress_model, compress_rows
 
     cfg = ctx.cfg.compress
     train, val = ctx.split("train"), ctx.split("val")
@@ -128,7 +128,7 @@ def step_compress(ctx: StudyContext) -> None:
             cfg=cfg,
             progress=ctx.progress,
         )
-        rows.extend(_with_study_columns(record_dict(r)) for r in records)
+        rows.extend(compress_rows(records))
     write_csv(ctx.run_dir / COMPRESSED_CSV, rows)
 
 
@@ -244,15 +244,6 @@ def trained_model_dirs(run_dir: Path) -> list[Path]:
     )
 
 
-def _with_study_columns(row: dict) -> dict:
-    from unetq.compress import VARIANTS
-
-    variant = VARIANTS.get(row.get("variant", ""))
-    row["Model"] = row.get("model_id")
-    row["Quantization"] = (variant.study_name or variant.name) if variant else row.get("variant")
-    return row
-
-
 def _num(value, digits: int) -> str:
     try:
         value = float(value)
@@ -273,14 +264,11 @@ def _log_step(run_dir: Path, step: str, seconds: float) -> None:
 
 def overrides_for(cfg: StudyConfig, overrides: list[str], data_dir: Path | None = None):
     """A run's config with --set overrides (and --data-dir) applied on top."""
-    from unetq.config import apply_override
+    from unetq.config import apply_override, validate
 
     raw = cfg.model_dump(mode="json", exclude_none=True)
     if data_dir is not None:
         overrides = [*overrides, f'data.data_dir="{data_dir}"']
     for assignment in overrides:
         apply_override(raw, assignment)
-    try:
-        return StudyConfig.model_validate(raw)
-    except Exception as exc:  # pydantic ValidationError: first problem in one line
-        raise ConfigError(f"invalid override: {str(exc).splitlines()[0]}") from None
+    return validate(raw)
