@@ -3,8 +3,9 @@
     python benchmarks/compare_variants.py runs/quick/models/xception-f32-bn-e50
     python benchmarks/compare_variants.py MODEL_DIR --threads 1,all --repeats 50 --markdown out.md
 
-Each (variant, runtime, threads) is timed in a fresh child process (see unetq.bench): warm-up
-first, then only the model call, on the same seeded images in the same order. Prints a rich
+Each (variant, runtime, threads) is timed in its own fresh child process (see unetq.bench),
+the processes taking turns in rounds: warm-up first, then only the model call, on the same
+seeded images in the same order. Prints a rich
 table and the same table as Markdown (for a design review). Ratios are to the keras model
 measured in the same run at the same thread count. Nothing is written into the run folder.
 """
@@ -19,10 +20,16 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from unetq.bench import bench_images, bench_one, machine_info, resolve_threads
+from unetq.bench import (
+    bench_images,
+    bench_jobs,
+    bench_record,
+    machine_info,
+    measure_interleaved,
+    resolve_threads,
+)
 from unetq.config import StudyConfig, build_config
 from unetq.errors import UnetqError
-from unetq.evaluate import variant_runs
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -32,6 +39,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--repeats", type=int, default=30, help="timed calls per measurement")
     p.add_argument("--warmup", type=int, default=5, help="untimed calls first")
     p.add_argument("--slow-repeats", type=int, default=3, help="timed calls for int16x8")
+    p.add_argument("--rounds", type=int, default=5, help="interleaved rounds of timed blocks")
     p.add_argument("--runtimes", default="keras,litert,openvino", help="comma list")
     p.add_argument("--images", type=int, default=8, help="distinct images cycled through")
     p.add_argument("--size", type=int, default=None, help="input size (default: run config)")
@@ -52,20 +60,23 @@ def measure(args: argparse.Namespace, console: Console) -> tuple[list, list[int]
     runtimes = [r.strip() for r in args.runtimes.split(",") if r.strip()]
     size = image_size(args.model_dir, args.size)
     images = bench_images((size, size), args.images)
-    runs = variant_runs(args.model_dir, runtimes, openvino="openvino" in runtimes)
-    if not runs:
+    jobs = bench_jobs(
+        args.model_dir, runtimes, threads, args.repeats, args.warmup, args.slow_repeats
+    )
+    if not jobs:
         raise UnetqError(f"no variant artifacts in {args.model_dir}")
+    console.print(
+        f"  {len(jobs)} measurements, one process each, interleaved in {args.rounds} rounds ...",
+        highlight=False,
+    )
+    results = measure_interleaved([job for _, job in jobs], images, args.rounds)
     records = []
-    for variant, runtime, artifact, slow in runs:
-        for t in threads:
-            repeats, warmup = args.repeats, args.warmup
-            if slow:  # reference kernels: a few calls are enough to see the order of magnitude
-                repeats, warmup = args.slow_repeats, min(warmup, 1)
-            console.print(f"  {variant} on {runtime}, {t} thread(s) ...", highlight=False)
-            record = bench_one(
-                args.model_dir.name, variant, runtime, artifact, t, images, repeats, warmup
-            )
-            records.append(record)
+    for (variant, job), result in zip(jobs, results, strict=True):
+        if isinstance(result, UnetqError):
+            raise result
+        records.append(
+            bench_record(args.model_dir.name, variant, job, result, len(images), memory=True)
+        )
     return records, threads
 
 

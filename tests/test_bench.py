@@ -113,6 +113,10 @@ class FakePredictor:
 
     def run(self, x):
         assert x.shape == (1, 16, 16, 3) and x.dtype == np.float32
+        runlog = os.environ.get("FAKERT_RUNLOG")
+        if runlog:
+            with open(runlog, "a") as fh:
+                fh.write(f"{self.runtime}@{self.threads} {int(x[0, 0, 0, 0] * 255)}\\n")
         return np.repeat(x.mean(-1, keepdims=True), 3, -1)
 
 def load_predictor(runtime, artifact, threads=1, precision=None):
@@ -148,6 +152,44 @@ def test_probe_times_and_measures_in_a_child(fake_runtime, tmp_path, monkeypatch
     assert not result.tensorflow_imported
     assert result.load_average_1m is None or result.load_average_1m >= 0
     assert fake_runtime.calls() == ["litert m.tflite 2"]
+
+
+def test_split_repeats_by_hand():
+    assert bench.split_repeats(20, 5) == [4, 4, 4, 4, 4]
+    assert bench.split_repeats(7, 3) == [3, 2, 2]
+    assert bench.split_repeats(2, 5) == [1, 1, 0, 0, 0]
+
+
+def test_interleaved_jobs_take_turns_in_rounds(fake_runtime, tmp_path, monkeypatch):
+    runlog = tmp_path / "runs.log"
+    monkeypatch.setenv("FAKERT_RUNLOG", str(runlog))
+    images = np.arange(3, dtype=np.uint8)[:, None, None, None] * np.ones((3, 16, 16, 3), np.uint8)
+    jobs = [
+        bench.ProbeJob("litert", tmp_path / "a.tflite", 1, repeats=4, warmup=2),
+        bench.ProbeJob("openvino", tmp_path / "broken.tflite", 1, repeats=4, warmup=2),
+        bench.ProbeJob("keras", tmp_path / "m.keras", 2, repeats=2, warmup=1),
+    ]
+    blocks = []
+    results = bench.measure_interleaved(
+        jobs,
+        images,
+        rounds=2,
+        loader=LOADER,
+        on_block=lambda job, r: blocks.append((job.runtime, r)),
+    )
+    lite, broken, keras = results
+    assert isinstance(broken, UnetqError) and "broken.tflite" in str(broken)
+    assert len(lite.latency.samples_ms) == 4 and len(keras.latency.samples_ms) == 2
+    assert blocks == [("litert", 0), ("keras", 0), ("litert", 1), ("keras", 1)]
+    # round 1: litert 2 warm-up + 2 timed calls, keras 1 + 1; round 2: one warm-up call each,
+    # then the rest; the timed calls of each process continue one cycle through the images
+    assert runlog.read_text().split("\n")[:-1] == [
+        "litert@1 0", "litert@1 1", "litert@1 0", "litert@1 1",
+        "keras@2 0", "keras@2 0",
+        "litert@1 2", "litert@1 2", "litert@1 0",
+        "keras@2 1", "keras@2 1",
+    ]  # fmt: skip
+    assert (lite.threads, keras.threads, keras.precision) == (1, 2, "fp32")
 
 
 def test_probe_errors_end_as_one_line(fake_runtime, tmp_path):
@@ -248,7 +290,9 @@ def test_bench_run_measures_every_variant_runtime_and_thread_count(
     assert path == run_dir / "model_performance_average_results.csv"
     calls = fake_runtime.calls()
     assert len(calls) == 5 * 2  # keras, fp32 (litert + openvino), dynamic-int8, int16x8
-    assert calls[:2] == ["keras model.keras 1", "keras model.keras 3"]
+    assert {"keras model.keras 1", "keras model.keras 3", "openvino tflite-fp32.tflite 3"} <= set(
+        calls
+    )
     assert (run_dir / ".bench" / "xception-f32-bn-e50" / "tflite-fp32@openvino@t3.json").exists()
     assert json.loads((run_dir / "machine.json").read_text())["logical_cores"] == os.cpu_count()
 

@@ -340,3 +340,21 @@ def test_cli_writes_variants_csv_and_table(model_path, tmp_path):
     assert [r["variant"] for r in rows] == ["keras", "tflite-fp32", "tflite-int8"]
     assert rows[0]["Quantization"] == "no compression" and rows[2]["io_dtype"] == "uint8"
     assert (tmp_path / "out" / "tflite-int8.tflite").is_file()
+
+
+def test_compress_models_converts_in_worker_processes(tmp_path):
+    keras.utils.set_random_seed(2)
+    paths = [save(tiny_model(), tmp_path / "models" / f"m{i}" / "model.keras") for i in range(2)]
+    cfg = CompressConfig(calibration_images=4, verify_images=2)
+    variants = ["tflite-fp32", "tflite-int8"]
+    records = compress.compress_models(
+        paths, variants, images(4, seed=1), images(2, seed=2), cfg, workers=2
+    )
+    assert [(r.model_id, r.variant) for r in records] == [
+        (m, v) for m in ("m0", "m1") for v in variants
+    ]
+    assert all(r.agreement > 0.9 and r.size_ratio_to_fp32 > 0 for r in records)
+    # the same bytes as a conversion in this process
+    compress.compress_model(paths[1], ["tflite-fp32"], tmp_path / "serial", None, images(2), cfg)
+    pooled = (paths[1].parent / "tflite-fp32.tflite").read_bytes()
+    assert pooled == (tmp_path / "serial" / "tflite-fp32.tflite").read_bytes()

@@ -41,6 +41,30 @@ def test_xception_without_batchnorm_drops_only_the_bn_layers():
     assert count_macs(without) == count_macs(with_bn)
 
 
+def test_no_strided_pointwise_conv_and_its_replacement_is_exact():
+    # TF 2.21's oneDNN backward pass of a 1x1 stride-2 Conv2D corrupts the heap, so the
+    # residual is MaxPooling2D(1, strides=2) + 1x1 conv: the same function and weights.
+    import keras
+
+    model = build_model("xception", 4, True, 3, 32)
+    strided = [
+        layer.name
+        for layer in _layers_of(model, "Conv2D")
+        if tuple(layer.kernel_size) == (1, 1) and tuple(layer.strides) != (1, 1)
+    ]
+    assert strided == []
+    assert len(_layers_of(model, "MaxPooling2D")) == 6
+    for size in (9, 16):
+        x = np.random.default_rng(size).random((2, size, size, 5), dtype=np.float32)
+        reference = keras.layers.Conv2D(7, 1, strides=2, padding="same")
+        expected = reference(x)
+        pointwise = keras.layers.Conv2D(7, 1, padding="same")
+        pointwise.build(x.shape)
+        pointwise.set_weights(reference.get_weights())
+        subsample = keras.layers.MaxPooling2D(1, strides=2, padding="same")
+        np.testing.assert_allclose(pointwise(subsample(x)), expected, rtol=1e-6, atol=1e-6)
+
+
 def test_bn_momentum_reaches_every_bn_layer():
     model = build_model("classic", 4, True, 2, 32, bn_momentum=0.9, depth=2)
     assert {layer.momentum for layer in _layers_of(model, "BatchNormalization")} == {0.9}

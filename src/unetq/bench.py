@@ -13,6 +13,7 @@ library only: the probe must not pay for TensorFlow or pandas when it measures L
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
 import json
 import os
@@ -22,6 +23,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -34,6 +36,8 @@ from unetq.records import BenchRecord
 
 MB = 1024 * 1024  # memory is reported in MiB, called MB in column names
 PROBE_MARK = "UNETQ_PROBE_JSON "
+READY_MARK = "UNETQ_PROBE_READY "
+SAMPLES_MARK = "UNETQ_PROBE_SAMPLES "
 DEFAULT_LOADER = "unetq.runtimes:load_predictor"
 BENCH_DIR = ".bench"
 AVERAGE_CSV = "model_performance_average_results.csv"
@@ -228,7 +232,9 @@ def _probe(args: argparse.Namespace) -> dict[str, Any]:
                 f"expects {input_hw[0]}x{input_hw[1]}"
             )
         load = _load_average()
-        if args.repeats > 0:
+        if args.serve:
+            latency, load = _serve(predictor, images, after_load)
+        elif args.repeats > 0:
             latency = time_predictor(predictor, images, args.repeats, args.warmup)
         else:
             for i in range(args.infer):
@@ -252,6 +258,36 @@ def _probe(args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
+def _serve(predictor: Any, images: np.ndarray, after_load: float):
+    """Time blocks of calls on the parent's command, so it can interleave several probes.
+
+    Protocol (one line each): the child says `READY`; the parent sends `time N W` (W warm-up
+    calls, then N timed ones; the child answers `SAMPLES [ms, ...]`) any number of times, then
+    `done`. Each block's timed calls continue the image cycle where the last block's stopped; its
+    warm-up calls use the block's first images.
+    """
+    print(f"{READY_MARK}{json.dumps({'rss_after_load_mb': after_load})}", flush=True)
+    samples: list[float] = []
+    load = None
+    start = 0
+    for line in sys.stdin:
+        command = line.split()
+        if not command or command[0] == "done":
+            break
+        if command[0] != "time" or len(command) != 3:
+            raise UnetqError(f"unknown probe command: {line.strip()}")
+        repeats, warmup = int(command[1]), int(command[2])
+        load = load or _load_average()
+        cycled = np.roll(images, -start, axis=0)
+        block = time_predictor(predictor, cycled, repeats, warmup).samples_ms
+        start = (start + repeats) % len(images)
+        samples += block
+        print(f"{SAMPLES_MARK}{json.dumps(block)}", flush=True)
+    if not samples:
+        raise UnetqError("the parent asked for no timed calls")
+    return LatencyStats.from_samples(samples), load
+
+
 def _probe_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m unetq.bench", description="unetq measurement probe")
     p.add_argument("--probe", action="store_true", required=True)
@@ -265,6 +301,7 @@ def _probe_parser() -> argparse.ArgumentParser:
     p.add_argument("--infer", type=int, default=3, help="calls after loading when not timing")
     p.add_argument("--loader", default=DEFAULT_LOADER, help="module:function that loads")
     p.add_argument("--allocate-mb", type=float, default=0.0, help="allocate a known block (test)")
+    p.add_argument("--serve", action="store_true", help="time blocks on stdin commands")
     return p
 
 
@@ -286,6 +323,57 @@ def probe_main(argv: list[str] | None = None) -> int:
 # --- the parent side ---------------------------------------------------------------------------
 
 
+def _probe_command(
+    runtime: str,
+    artifact: Path | str | None,
+    threads: int,
+    *,
+    repeats: int = 0,
+    warmup: int = 0,
+    infer: int = 3,
+    precision: str | None = None,
+    loader: str = DEFAULT_LOADER,
+    allocate_mb: float = 0.0,
+    images_path: Path | None = None,
+) -> list[str]:
+    cmd = [sys.executable, "-m", "unetq.bench", "--probe", "--runtime", runtime]
+    cmd += ["--artifact", str(artifact or ""), "--threads", str(int(threads))]
+    cmd += ["--repeats", str(repeats), "--warmup", str(warmup), "--infer", str(infer)]
+    cmd += ["--loader", loader, "--allocate-mb", str(allocate_mb)]
+    if precision:
+        cmd += ["--precision", precision]
+    if images_path is not None:
+        cmd += ["--images", str(images_path)]
+    return cmd
+
+
+def _probe_env() -> dict[str, str]:
+    env = dict(os.environ)
+    env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    return env
+
+
+def _probe_failure(what: str, threads: int, code: int | None, stderr: str) -> UnetqError:
+    last = next((ln for ln in reversed(stderr.splitlines()) if ln.strip()), "")
+    return UnetqError(
+        f"bench probe failed for {what} (threads={threads}, exit {code}): "
+        f"{last.strip() or 'no error message'}"
+    )
+
+
+def _probe_result(data: dict[str, Any]) -> ProbeResult:
+    return ProbeResult(
+        runtime=data["runtime"],
+        threads=data["threads"],
+        precision=data["precision"],
+        input_hw=data["input_hw"],
+        memory=MemoryStats(**data["memory"]),
+        latency=LatencyStats(**data["latency"]) if data["latency"] else None,
+        tensorflow_imported=bool(data["tensorflow_imported"]),
+        load_average_1m=data.get("load_average_1m"),
+    )
+
+
 def run_probe(
     runtime: str,
     artifact: Path | str | None,
@@ -301,21 +389,27 @@ def run_probe(
     timeout: float | None = None,
 ) -> ProbeResult:
     """Measure in a fresh child process; `images` float32 [N, 1, H, W, 3] (uint8 is scaled)."""
-    cmd = [sys.executable, "-m", "unetq.bench", "--probe", "--runtime", runtime]
-    cmd += ["--artifact", str(artifact or ""), "--threads", str(int(threads))]
-    cmd += ["--repeats", str(repeats), "--warmup", str(warmup), "--infer", str(infer)]
-    cmd += ["--loader", loader, "--allocate-mb", str(allocate_mb)]
-    if precision:
-        cmd += ["--precision", precision]
-    env = dict(os.environ)
-    env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     with tempfile.TemporaryDirectory(prefix="unetq-probe-") as tmp:
+        images_path = None
         if images is not None:
-            path = Path(tmp) / "images.npy"
-            np.save(path, as_model_input(images))
-            cmd += ["--images", str(path)]
+            images_path = Path(tmp) / "images.npy"
+            np.save(images_path, as_model_input(images))
+        cmd = _probe_command(
+            runtime,
+            artifact,
+            threads,
+            repeats=repeats,
+            warmup=warmup,
+            infer=infer,
+            precision=precision,
+            loader=loader,
+            allocate_mb=allocate_mb,
+            images_path=images_path,
+        )
         try:
-            proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=timeout)
+            proc = subprocess.run(
+                cmd, capture_output=True, text=True, env=_probe_env(), timeout=timeout
+            )
         except subprocess.TimeoutExpired:
             raise UnetqError(
                 f"bench probe for {runtime} {artifact} took longer than {timeout} s"
@@ -323,22 +417,145 @@ def run_probe(
     what = f"{runtime} on {artifact}" if artifact else runtime
     lines = [ln for ln in proc.stdout.splitlines() if ln.startswith(PROBE_MARK)]
     if proc.returncode != 0 or not lines:
-        last = next((ln for ln in reversed(proc.stderr.splitlines()) if ln.strip()), "")
-        raise UnetqError(
-            f"bench probe failed for {what} (threads={threads}, exit {proc.returncode}): "
-            f"{last.strip() or 'no error message'}"
+        raise _probe_failure(what, threads, proc.returncode, proc.stderr)
+    return _probe_result(json.loads(lines[-1][len(PROBE_MARK) :]))
+
+
+@dataclass
+class ProbeJob:
+    """One latency measurement: `repeats` timed calls after `warmup` untimed ones."""
+
+    runtime: str
+    artifact: Path
+    threads: int
+    repeats: int
+    warmup: int
+    precision: str | None = None
+
+
+class _ServedProbe:
+    """A probe child that stays alive between timing blocks (see `_serve`)."""
+
+    def __init__(self, job: ProbeJob, images_path: Path, loader: str):
+        self.job = job
+        self.what = f"{job.runtime} on {job.artifact}"
+        self._stderr = tempfile.TemporaryFile(mode="w+")  # noqa: SIM115 (closed in close())
+        cmd = _probe_command(
+            job.runtime,
+            job.artifact,
+            job.threads,
+            infer=0,
+            precision=job.precision,
+            loader=loader,
+            images_path=images_path,
         )
-    data = json.loads(lines[-1][len(PROBE_MARK) :])
-    return ProbeResult(
-        runtime=data["runtime"],
-        threads=data["threads"],
-        precision=data["precision"],
-        input_hw=data["input_hw"],
-        memory=MemoryStats(**data["memory"]),
-        latency=LatencyStats(**data["latency"]) if data["latency"] else None,
-        tensorflow_imported=bool(data["tensorflow_imported"]),
-        load_average_1m=data.get("load_average_1m"),
-    )
+        self.proc = subprocess.Popen(
+            [*cmd, "--serve"],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=self._stderr,
+            text=True,
+            env=_probe_env(),
+        )
+
+    def _read(self, mark: str) -> str:
+        for line in self.proc.stdout:
+            if line.startswith(mark):
+                return line[len(mark) :]
+        raise self._failure()
+
+    def _send(self, line: str) -> None:
+        try:
+            self.proc.stdin.write(line + "\n")
+            self.proc.stdin.flush()
+        except (BrokenPipeError, OSError):
+            raise self._failure() from None
+
+    def _failure(self) -> UnetqError:
+        code = self.proc.wait()
+        self._stderr.seek(0)
+        return _probe_failure(self.what, self.job.threads, code, self._stderr.read())
+
+    def ready(self) -> None:
+        self._read(READY_MARK)
+
+    def time(self, repeats: int, warmup: int) -> list[float]:
+        self._send(f"time {repeats} {warmup}")
+        return json.loads(self._read(SAMPLES_MARK))
+
+    def finish(self) -> ProbeResult:
+        self._send("done")
+        data = json.loads(self._read(PROBE_MARK))
+        self.proc.wait()
+        return _probe_result(data)
+
+    def close(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+        for stream in (self.proc.stdin, self.proc.stdout, self._stderr):
+            with contextlib.suppress(OSError):
+                stream.close()
+
+
+def split_repeats(repeats: int, rounds: int) -> list[int]:
+    """Timed calls per round: as even as possible, the first rounds taking the remainder."""
+    base, extra = divmod(repeats, rounds)
+    return [base + (1 if r < extra else 0) for r in range(rounds)]
+
+
+def measure_interleaved(
+    jobs: list[ProbeJob],
+    images: np.ndarray,
+    rounds: int = 5,
+    *,
+    loader: str = DEFAULT_LOADER,
+    on_block: Callable[[ProbeJob, int], None] | None = None,
+) -> list[ProbeResult | UnetqError]:
+    """Time several jobs in rounds, each job in its own fresh process, one process at a time.
+
+    Every process loads its model first (at once, untimed); then each round gives every job a
+    block of its timed calls in turn (the first block after the job's warm-up, later blocks
+    after one untimed call, since other processes have run in between). A slow spell of the
+    machine thus hits every job a little instead of one job entirely, which is what makes two
+    runs agree. Memory readings stay per process. Results are in job order; a job that fails
+    gives its UnetqError in place of a result.
+    """
+    results: dict[int, ProbeResult | UnetqError] = {}
+    probes: dict[int, _ServedProbe] = {}
+    with tempfile.TemporaryDirectory(prefix="unetq-probe-") as tmp:
+        images_path = Path(tmp) / "images.npy"
+        np.save(images_path, as_model_input(images))
+        try:
+            for i, job in enumerate(jobs):
+                probes[i] = _ServedProbe(job, images_path, loader)
+
+            def attempt(i: int, action: Callable[[_ServedProbe], Any]) -> Any:
+                try:
+                    return action(probes[i])
+                except UnetqError as exc:
+                    results[i] = exc
+                    probes.pop(i).close()
+                    return None
+
+            for i in list(probes):
+                attempt(i, _ServedProbe.ready)
+            plans = {i: split_repeats(jobs[i].repeats, rounds) for i in probes}
+            for r in range(rounds):
+                for i in list(probes):
+                    if plans[i][r]:
+                        warmup = jobs[i].warmup if r == 0 else min(jobs[i].warmup, 1)
+                        attempt(i, lambda p, n=plans[i][r], w=warmup: p.time(n, w))
+                        if on_block is not None:
+                            on_block(jobs[i], r)
+            for i in list(probes):
+                result = attempt(i, _ServedProbe.finish)
+                if result is not None:
+                    results[i] = result
+        finally:
+            for probe in probes.values():
+                probe.close()
+    return [results[i] for i in range(len(jobs))]
 
 
 def as_model_input(images: np.ndarray) -> np.ndarray:
@@ -413,55 +630,52 @@ def resolve_threads(threads: list[int | str] | tuple | str | None) -> list[int]:
     return out
 
 
-def bench_one(
-    model_id: str,
-    variant: str,
-    runtime: str,
-    artifact: Path,
-    threads: int,
-    images: np.ndarray,
-    repeats: int,
-    warmup: int,
-    *,
-    precision: str | None = None,
-    memory: bool = True,
-    loader: str = DEFAULT_LOADER,
+def bench_record(
+    model_id: str, variant: str, job: ProbeJob, result: ProbeResult, n_images: int, memory: bool
 ) -> BenchRecord:
-    """Time and measure one (model, variant, runtime, threads) in a fresh child process."""
-    result = run_probe(
-        runtime,
-        artifact,
-        threads,
-        images=images,
-        repeats=repeats,
-        warmup=warmup,
-        precision=precision,
-        loader=loader,
-    )
+    """The CSV row of one measured (model, variant, runtime, threads)."""
     lat = result.latency
     mem = result.memory if memory else None
     return BenchRecord(
         model_id=model_id,
         variant=variant,
-        runtime=runtime,
-        threads=threads,
+        runtime=job.runtime,
+        threads=job.threads,
         precision=result.precision,
-        repeats=repeats,
-        warmup=warmup,
+        repeats=job.repeats,
+        warmup=job.warmup,
         latency_ms_median=lat.median_ms,
         latency_ms_p95=lat.p95_ms,
         latency_ms_mean=lat.mean_ms,
         latency_ms_std=lat.std_ms,
         images_per_s=lat.images_per_s,
-        size_bytes=Path(artifact).stat().st_size,
+        size_bytes=Path(job.artifact).stat().st_size,
         rss_after_imports_mb=mem.rss_after_imports_mb if mem else None,
         rss_after_load_mb=mem.rss_after_load_mb if mem else None,
         peak_rss_mb=mem.peak_rss_mb if mem else None,
         model_memory_mb=mem.model_memory_mb if mem else None,
         latency_ms_min=lat.min_ms,
-        bench_images=len(images),
+        bench_images=n_images,
         load_average_1m=result.load_average_1m,
     )
+
+
+def bench_jobs(
+    model_dir: Path, runtimes: list[str], threads: list[int], repeats: int, warmup: int, slow: int
+) -> list[tuple[str, ProbeJob]]:
+    """(variant, job) for every variant artifact x runtime x thread count of one model.
+
+    Slow variants (int16x8 on reference kernels) get `slow` timed calls after one warm-up call.
+    """
+    from unetq.evaluate import variant_runs
+
+    jobs = []
+    for variant, runtime, artifact, is_slow in variant_runs(
+        model_dir, runtimes, openvino="openvino" in runtimes
+    ):
+        r, w = (slow, min(warmup, 1)) if is_slow else (repeats, warmup)
+        jobs += [(variant, ProbeJob(runtime, artifact, t, r, w)) for t in threads]
+    return jobs
 
 
 def bench_part_path(run_dir: Path, model_id: str, variant: str, runtime: str, threads: int) -> Path:
@@ -492,11 +706,11 @@ def bench_run(
 
     `images` (uint8 [N, H, W, 3], e.g. the test split) supplies the timed inputs; without it,
     seeded uniform images of cfg.data.image_size are used (latency of these dense models does
-    not depend on pixel values). Finished measurements are part files in run_dir/.bench/ and a
-    rerun with the same settings skips them (`remeasure` measures everything again). Slow
-    variants (int16x8) use cfg.bench.slow_variant_repeats timed calls after one warm-up call.
+    not depend on pixel values). One model's measurements are interleaved in cfg.bench.rounds
+    rounds (`measure_interleaved`). Finished measurements are part files in run_dir/.bench/ and
+    a rerun with the same settings skips them (`remeasure` measures everything again).
     """
-    from unetq.evaluate import model_dirs, variant_runs
+    from unetq.evaluate import model_dirs
 
     run_dir = Path(run_dir)
     bench_cfg = cfg.bench
@@ -513,59 +727,62 @@ def bench_run(
     write_json(run_dir / "machine.json", machine_info())
     size = cfg.data.image_size
     timed = bench_images((size, size), n_images, source=images)
-    jobs = []
+    plan = []  # (model_id, [(variant, job, part, params), ...]) still to measure
+    total = 0
     for model_dir in dirs:
-        runs = variant_runs(
-            model_dir, bench_cfg.runtimes, openvino="openvino" in bench_cfg.runtimes
+        todo = []
+        jobs = bench_jobs(
+            model_dir, bench_cfg.runtimes, threads, repeats, warmup, bench_cfg.slow_variant_repeats
         )
-        for variant, runtime, artifact, slow in runs:
-            for t in threads:
-                r, w = (
-                    (bench_cfg.slow_variant_repeats, min(warmup, 1)) if slow else (repeats, warmup)
-                )
-                jobs.append((model_dir.name, variant, runtime, artifact, t, r, w))
-    task = progress.add_task("bench", total=len(jobs)) if progress is not None else None
+        for variant, job in jobs:
+            part = bench_part_path(run_dir, model_dir.name, variant, job.runtime, job.threads)
+            params = {
+                "repeats": job.repeats,
+                "warmup": job.warmup,
+                "rounds": bench_cfg.rounds,
+                "bench_images": len(timed),
+                "image_size": size,
+                "memory": bool(bench_cfg.memory),
+            }
+            done = _read_part(part)
+            fresh = done is not None and part.stat().st_mtime >= job.artifact.stat().st_mtime
+            if remeasure or not (fresh and done.get("params") == params):
+                todo.append((variant, job, part, params))
+        total += len(jobs)
+        plan.append((model_dir.name, todo, len(jobs) - len(todo)))
+    task = progress.add_task("bench", total=total) if progress is not None else None
     failures: list[str] = []
-    for model_id, variant, runtime, artifact, t, r, w in jobs:
-        part = bench_part_path(run_dir, model_id, variant, runtime, t)
-        params = {
-            "repeats": r,
-            "warmup": w,
-            "bench_images": len(timed),
-            "image_size": size,
-            "memory": bool(bench_cfg.memory),
-        }
-        done = _read_part(part)
-        fresh = done is not None and part.stat().st_mtime >= artifact.stat().st_mtime
-        if remeasure or not (fresh and done.get("params") == params):
-            if progress is not None:
-                progress.update(task, description=f"bench {model_id} {variant} ({runtime}, {t}t)")
-            try:
-                record = bench_one(
-                    model_id,
-                    variant,
-                    runtime,
-                    artifact,
-                    t,
-                    timed,
-                    r,
-                    w,
-                    memory=bench_cfg.memory,
-                    loader=loader,
-                )
-            except UnetqError as exc:
-                failures.append(str(exc))
-            else:
-                write_json(part, {"params": params, "record": asdict(record)})
+    for model_id, todo, skipped in plan:
         if task is not None:
-            progress.advance(task)
+            progress.advance(task, skipped)
+        if not todo:
+            continue
+
+        def on_block(job: ProbeJob, r: int, model_id=model_id) -> None:
+            if task is not None:
+                what = f"bench {model_id} round {r + 1}/{bench_cfg.rounds}"
+                progress.update(task, description=f"{what} ({job.runtime}, {job.threads}t)")
+
+        results = measure_interleaved(
+            [job for _, job, _, _ in todo],
+            timed,
+            bench_cfg.rounds,
+            loader=loader,
+            on_block=on_block,
+        )
+        for (variant, job, part, params), result in zip(todo, results, strict=True):
+            if isinstance(result, UnetqError):
+                failures.append(str(result))
+                continue
+            record = bench_record(model_id, variant, job, result, len(timed), bench_cfg.memory)
+            write_json(part, {"params": params, "record": asdict(record)})
+        if task is not None:
+            progress.advance(task, len(todo))
     if task is not None:
         progress.remove_task(task)
     path = write_average_results(run_dir)
     if failures:
-        raise UnetqError(
-            f"{len(failures)} of {len(jobs)} measurements failed; first: {failures[0]}"
-        )
+        raise UnetqError(f"{len(failures)} of {total} measurements failed; first: {failures[0]}")
     return path
 
 

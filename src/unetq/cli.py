@@ -30,6 +30,18 @@ app.add_typer(data_app, name="data")
 console = Console()
 err_console = Console(stderr=True)
 
+# Commands that never load TensorFlow in this process (bench measures in child processes).
+NO_TENSORFLOW = {None, "data", "bench"}
+
+
+@app.callback()
+def _startup(ctx: typer.Context) -> None:
+    if ctx.invoked_subcommand not in NO_TENSORFLOW:
+        from unetq.runtimes import import_tensorflow
+
+        import_tensorflow()
+
+
 DataDirOpt = Annotated[
     Path | None,
     typer.Option("--data-dir", help="Dataset folder (default: $UNETQ_DATA_DIR, then the cache)."),
@@ -399,6 +411,10 @@ def bench(
     warmup: Annotated[
         int | None, typer.Option("--warmup", min=0, help="Untimed calls before timing.")
     ] = None,
+    rounds: Annotated[
+        int | None,
+        typer.Option("--rounds", min=1, help="Interleave each model's measurements in N rounds."),
+    ] = None,
     remeasure: Annotated[
         bool, typer.Option("--remeasure", help="Measure again what was already measured.")
     ] = False,
@@ -409,6 +425,8 @@ def bench(
     from unetq.bench import bench_run
 
     cfg = _run_config(run)
+    if rounds is not None:
+        cfg.bench.rounds = rounds
     threads_list = threads.split(",") if threads else None
     with Progress(console=console, transient=True) as progress:
         path = bench_run(

@@ -35,6 +35,7 @@ from unetq.records import CompressRecord
 from unetq.runtimes import (
     LiteRTPredictor,
     available_cores,
+    import_tensorflow,
     load_keras_model,
     non_builtin_ops,
     open_interpreter,
@@ -271,6 +272,55 @@ def compress_model(
         if progress is not None:
             progress.remove_task(task)
     return records
+
+
+def compress_models(
+    model_paths: list[Path],
+    variants: list[str],
+    calibration: np.ndarray | None,
+    verify: np.ndarray,
+    cfg: CompressConfig,
+    progress: Progress | None = None,
+    workers: int | None = None,
+) -> list[CompressRecord]:
+    """compress_model for several models (each into its own folder), `workers` at a time.
+
+    The TFLite converter runs on one core, so converting two models at once in separate
+    processes nearly halves the step on a 2-core machine. Records come back in input order.
+    """
+    model_paths = [Path(p) for p in model_paths]
+    workers = max(1, min(workers or available_cores(), len(model_paths)))
+    if workers == 1:
+        records: list[CompressRecord] = []
+        for path in model_paths:
+            records += compress_model(
+                path, variants, path.parent, calibration, verify, cfg, progress
+            )
+        return records
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor, as_completed
+
+    task = progress.add_task("compress", total=len(model_paths)) if progress else None
+    context = multiprocessing.get_context("spawn")  # TensorFlow is not fork-safe
+    results: dict[Path, list[CompressRecord]] = {}
+    with ProcessPoolExecutor(workers, mp_context=context, initializer=import_tensorflow) as pool:
+        futures = {
+            pool.submit(compress_model, path, variants, path.parent, calibration, verify, cfg): path
+            for path in model_paths
+        }
+        try:
+            for future in as_completed(futures):
+                results[futures[future]] = future.result()
+                if progress is not None:
+                    progress.update(task, description=f"compress {futures[future].parent.name}")
+                    progress.advance(task)
+        except BaseException:
+            for future in futures:
+                future.cancel()
+            raise
+    if progress is not None:
+        progress.remove_task(task)
+    return [rec for path in model_paths for rec in results[path]]
 
 
 def _load_model(path: Path):

@@ -42,6 +42,9 @@ class TrainConfig(_Strict):
     batch_size: int = Field(32, ge=1)
     optimizer: Literal["adam", "sgd", "rmsprop"] = "adam"
     learning_rate: float = Field(1e-4, gt=0)
+    # cosine: decay to lr_final_fraction * learning_rate over the run's longest horizon
+    lr_schedule: Literal["constant", "cosine"] = "constant"
+    lr_final_fraction: float = Field(0.05, ge=0, le=1)
     loss: Literal["sparse_categorical_crossentropy"] = "sparse_categorical_crossentropy"
     bn_momentum: float = Field(0.99, gt=0, lt=1)
     augment: bool = False
@@ -77,6 +80,8 @@ class BenchConfig(_Strict):
     memory: bool = True
     models: list[str] | None = None  # None = every trained model
     slow_variant_repeats: int = Field(3, ge=1)
+    # each model's measurements are interleaved in this many rounds (see bench.measure_interleaved)
+    rounds: int = Field(5, ge=1)
 
 
 class RobustnessConfig(_Strict):

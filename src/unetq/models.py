@@ -66,7 +66,8 @@ def build_xception(
         x = layers.SeparableConv2D(width, 3, padding="same")(x)
         x = _bn(x, batchnorm, bn_momentum)
         x = layers.MaxPooling2D(3, strides=2, padding="same")(x)
-        residual = layers.Conv2D(width, 1, strides=2, padding="same")(previous)
+        residual = layers.MaxPooling2D(1, strides=2, padding="same")(previous)
+        residual = layers.Conv2D(width, 1, padding="same")(residual)
         x = layers.add([x, residual])
         previous = x
 

@@ -68,6 +68,7 @@ class TrainRecord:
     train_images: int = 0
     val_images: int = 0
     val_max_class_share: float = 0.0  # share of validation pixels predicted as the commonest class
+    lr_schedule: str = "constant"
 
 
 @dataclass

@@ -102,6 +102,28 @@ def _require_file(artifact: Path) -> Path:
 # ----------------------------------------------------------------------------- keras
 
 
+def import_tensorflow():
+    """Import TensorFlow with its C++ start-up notices (the oneDNN banner) kept off stderr.
+
+    TF_CPP_MIN_LOG_LEVEL does not silence them in TF 2.21: they are logged before absl's
+    logging starts. Python-level import errors still raise.
+    """
+    import sys
+
+    if "tensorflow" in sys.modules:
+        return sys.modules["tensorflow"]
+    sys.stderr.flush()
+    saved, devnull = os.dup(2), os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, 2)
+    try:
+        import tensorflow as tf
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)
+    return tf
+
+
 def set_tf_threads(threads: int) -> int:
     """Ask TensorFlow for `threads` intra- and inter-op threads; return the count in effect.
 

@@ -112,24 +112,20 @@ def step_train(ctx: StudyContext) -> None:
 
 
 def step_compress(ctx: StudyContext) -> None:
-    from unetq.compress import compress_model, compress_rows
+    from unetq.compress import compress_models, compress_rows
 
     cfg = ctx.cfg.compress
     train, val = ctx.split("train"), ctx.split("val")
     verify = val.images[: cfg.verify_images] if len(val.names) else train.images[:1]
-    rows = []
-    for model_dir in trained_model_dirs(ctx.run_dir):
-        records = compress_model(
-            model_dir / "model.keras",
-            cfg.variants,
-            model_dir,
-            calibration=train.images[: cfg.calibration_images],
-            verify=verify,
-            cfg=cfg,
-            progress=ctx.progress,
-        )
-        rows.extend(compress_rows(records))
-    write_csv(ctx.run_dir / COMPRESSED_CSV, rows)
+    records = compress_models(
+        [model_dir / "model.keras" for model_dir in trained_model_dirs(ctx.run_dir)],
+        cfg.variants,
+        calibration=train.images[: cfg.calibration_images],
+        verify=verify,
+        cfg=cfg,
+        progress=ctx.progress,
+    )
+    write_csv(ctx.run_dir / COMPRESSED_CSV, compress_rows(records))
 
 
 def step_evaluate(ctx: StudyContext) -> None:

@@ -155,7 +155,7 @@ def _tf_dataset(arrays: SplitArraysLike, batch_size: int, seed: Sequence[int], a
 # --------------------------------------------------------------------------- keras pieces
 
 
-def _optimizer(cfg: Any):
+def _optimizer(cfg: Any, total_steps: int):
     import keras
 
     makers = {
@@ -163,7 +163,14 @@ def _optimizer(cfg: Any):
         "sgd": keras.optimizers.SGD,
         "rmsprop": keras.optimizers.RMSprop,
     }
-    return makers[cfg.optimizer](learning_rate=cfg.learning_rate)
+    rate = cfg.learning_rate
+    if cfg.lr_schedule == "cosine":
+        # A few hundred noisy steps at a constant rate leave validation loss jumping between
+        # epochs; decaying settles the last epochs, where the longest horizon's model is chosen.
+        rate = keras.optimizers.schedules.CosineDecay(
+            rate, decay_steps=max(total_steps, 1), alpha=cfg.lr_final_fraction
+        )
+    return makers[cfg.optimizer](learning_rate=rate)
 
 
 def _callbacks(on_batch: Callable[[], None], on_epoch: Callable[[dict], None]) -> list[Any]:
@@ -218,6 +225,10 @@ def _fingerprint(spec: ModelSpec, cfg: Any, train: SplitArraysLike, val: SplitAr
         "batch_size": cfg.batch_size,
         "optimizer": cfg.optimizer,
         "learning_rate": cfg.learning_rate,
+        "lr_schedule": cfg.lr_schedule,
+        "lr_final_fraction": cfg.lr_final_fraction,
+        # the cosine schedule spans the longest horizon, so changing it changes every epoch
+        "lr_decay_epochs": max(cfg.epochs) if cfg.lr_schedule == "cosine" else None,
         "loss": cfg.loss,
         "bn_momentum": cfg.bn_momentum,
         "augment": cfg.augment,
@@ -377,7 +388,9 @@ class _Run:
                 self.console.print(f"[yellow]{run_id}: cannot load saved state ({exc}); restarting")
         keras.utils.set_random_seed(self.cfg.seed)
         model = self.build()
-        model.compile(optimizer=_optimizer(self.cfg), loss=self.cfg.loss)
+        steps = math.ceil(len(self.train.images) / self.cfg.batch_size)
+        total_steps = steps * max(self.cfg.epochs)
+        model.compile(optimizer=_optimizer(self.cfg, total_steps), loss=self.cfg.loss)
         # Creating the optimizer's variables inside the first traced step makes TF trace the
         # training step twice (seconds per model); create them up front instead.
         model.optimizer.build(model.trainable_variables)
@@ -499,6 +512,7 @@ class _Run:
             image_size=spec.image_size,
             batch_size=cfg.batch_size,
             learning_rate=cfg.learning_rate,
+            lr_schedule=cfg.lr_schedule,
             bn_momentum=cfg.bn_momentum,
             params=self.params,
             gmacs=round(self.macs / 1e9, 4),

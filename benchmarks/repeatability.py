@@ -1,0 +1,96 @@
+"""Run `unetq bench` on a run folder twice and compare the medians of every measurement.
+
+    python benchmarks/repeatability.py runs/quick
+    python benchmarks/repeatability.py runs/quick --models xception-f24-bn-e16 --tolerance 0.15
+
+Each pass is a full `bench_run(..., remeasure=True)`: every (model, variant, runtime, threads)
+timed again in a fresh child process with the run's bench settings. Prints one row per
+measurement (median ms of pass 1 and 2, their ratio) and how many are within the tolerance.
+The run folder keeps the second pass's results, as after any `unetq bench --remeasure`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from rich.console import Console
+from rich.progress import Progress
+from rich.table import Table
+
+from unetq.bench import bench_run, read_bench_records
+from unetq.errors import UnetqError
+from unetq.study import load_run_config
+
+KEY = ("model_id", "variant", "runtime", "threads")
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("run", type=Path, help="a run folder with trained and compressed models")
+    p.add_argument("--models", default=None, help="comma list of model ids (default: all)")
+    p.add_argument("--tolerance", type=float, default=0.15, help="allowed relative difference")
+    p.add_argument("--passes", type=int, default=2, help="how many times to bench")
+    return p.parse_args(argv)
+
+
+def one_pass(run: Path, cfg, console: Console) -> dict[tuple, dict]:
+    with Progress(console=console, transient=True) as progress:
+        bench_run(run, cfg, progress=progress, remeasure=True)
+    wanted = set(cfg.bench.models or [])
+    return {
+        tuple(r[k] for k in KEY): r
+        for r in read_bench_records(run)
+        if not wanted or r["model_id"] in wanted
+    }
+
+
+def compare(passes: list[dict[tuple, dict]], tolerance: float) -> tuple[list[list[str]], int]:
+    rows, within = [], 0
+    for key in sorted(passes[0]):
+        medians = [p[key]["latency_ms_median"] for p in passes if key in p]
+        spread = max(medians) / min(medians) - 1.0
+        ok = spread <= tolerance
+        within += ok
+        rows.append(
+            [
+                *map(str, key),
+                *(f"{m:.2f}" for m in medians),
+                f"{spread:+.1%}",
+                "yes" if ok else "NO",
+            ]
+        )
+    return rows, within
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    console = Console()
+    try:
+        cfg = load_run_config(args.run)
+        if args.models:
+            cfg.bench.models = [m.strip() for m in args.models.split(",") if m.strip()]
+        passes = []
+        for i in range(args.passes):
+            console.print(f"pass {i + 1} of {args.passes} ...")
+            passes.append(one_pass(args.run, cfg, console))
+    except UnetqError as exc:
+        console.print(f"[bold red]error:[/] {exc}", highlight=False)
+        return 2
+    rows, within = compare(passes, args.tolerance)
+    table = Table(title=f"median ms per image, {args.passes} passes of unetq bench on {args.run}")
+    for col in [*KEY, *(f"pass {i + 1}" for i in range(args.passes)), "max/min - 1", "ok"]:
+        table.add_column(col)
+    for row in rows:
+        table.add_row(*row)
+    (console if console.is_terminal else Console(width=200)).print(table)
+    console.print(
+        f"{within} of {len(rows)} medians within {args.tolerance:.0%} across passes",
+        highlight=False,
+    )
+    return 0 if within == len(rows) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
