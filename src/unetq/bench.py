@@ -431,6 +431,7 @@ class ProbeJob:
     repeats: int
     warmup: int
     precision: str | None = None
+    rewarm: bool = True  # one untimed call before each later block (not worth it for slow ones)
 
 
 class _ServedProbe:
@@ -544,7 +545,8 @@ def measure_interleaved(
             for r in range(rounds):
                 for i in list(probes):
                     if plans[i][r]:
-                        warmup = jobs[i].warmup if r == 0 else min(jobs[i].warmup, 1)
+                        job = jobs[i]
+                        warmup = job.warmup if r == 0 else min(job.warmup, int(job.rewarm))
                         attempt(i, lambda p, n=plans[i][r], w=warmup: p.time(n, w))
                         if on_block is not None:
                             on_block(jobs[i], r)
@@ -665,7 +667,8 @@ def bench_jobs(
 ) -> list[tuple[str, ProbeJob]]:
     """(variant, job) for every variant artifact x runtime x thread count of one model.
 
-    Slow variants (int16x8 on reference kernels) get `slow` timed calls after one warm-up call.
+    Slow variants (int16x8 on reference kernels) get `slow` timed calls after one warm-up call
+    and no warm-up call in later rounds.
     """
     from unetq.evaluate import variant_runs
 
@@ -674,7 +677,9 @@ def bench_jobs(
         model_dir, runtimes, openvino="openvino" in runtimes
     ):
         r, w = (slow, min(warmup, 1)) if is_slow else (repeats, warmup)
-        jobs += [(variant, ProbeJob(runtime, artifact, t, r, w)) for t in threads]
+        jobs += [
+            (variant, ProbeJob(runtime, artifact, t, r, w, rewarm=not is_slow)) for t in threads
+        ]
     return jobs
 
 

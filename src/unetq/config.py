@@ -81,7 +81,7 @@ class BenchConfig(_Strict):
     models: list[str] | None = None  # None = every trained model
     slow_variant_repeats: int = Field(3, ge=1)
     # each model's measurements are interleaved in this many rounds (see bench.measure_interleaved)
-    rounds: int = Field(5, ge=1)
+    rounds: int = Field(10, ge=1)
 
 
 class RobustnessConfig(_Strict):
