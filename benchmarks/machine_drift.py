@@ -32,7 +32,7 @@ def main() -> None:
         samples.append((time.perf_counter() - start) * 1000)
     parts = np.array_split(np.array(samples), args.stretches)
     medians = [float(np.median(part)) for part in parts]
-    print(f"median ms of a fixed loop in {args.stretches} stretches of {args.seconds:.0f} s:")
+    print(f"median ms of a fixed loop, {args.stretches} stretches over {args.seconds:.0f} s:")
     print(" ".join(f"{m:.1f}" for m in medians))
     print(f"slowest / fastest - 1 = {max(medians) / min(medians) - 1:.1%}")
 

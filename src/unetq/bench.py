@@ -544,12 +544,13 @@ def measure_interleaved(
             plans = {i: split_repeats(jobs[i].repeats, rounds) for i in probes}
             for r in range(rounds):
                 for i in list(probes):
-                    if plans[i][r]:
-                        job = jobs[i]
-                        warmup = job.warmup if r == 0 else min(job.warmup, int(job.rewarm))
-                        attempt(i, lambda p, n=plans[i][r], w=warmup: p.time(n, w))
-                        if on_block is not None:
-                            on_block(jobs[i], r)
+                    job, calls = jobs[i], plans[i][r]
+                    if not calls:
+                        continue
+                    warmup = job.warmup if r == 0 else min(job.warmup, int(job.rewarm))
+                    attempt(i, lambda p, n=calls, w=warmup: p.time(n, w))
+                    if on_block is not None:
+                        on_block(job, r)
             for i in list(probes):
                 result = attempt(i, _ServedProbe.finish)
                 if result is not None:

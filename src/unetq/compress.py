@@ -314,9 +314,8 @@ def compress_models(
                 if progress is not None:
                     progress.update(task, description=f"compress {futures[future].parent.name}")
                     progress.advance(task)
-        except BaseException:
-            for future in futures:
-                future.cancel()
+        except BaseException:  # Ctrl-C or a failed model: start no further conversions
+            pool.shutdown(wait=False, cancel_futures=True)
             raise
     if progress is not None:
         progress.remove_task(task)

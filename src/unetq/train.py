@@ -352,6 +352,10 @@ class _Run:
         self.params = 0
         self.macs = 0
 
+    @property
+    def steps_per_epoch(self) -> int:
+        return math.ceil(len(self.train.images) / self.cfg.batch_size)
+
     def model_dir(self, spec: ModelSpec) -> Path:
         return self.models_dir / spec.model_id
 
@@ -388,8 +392,7 @@ class _Run:
                 self.console.print(f"[yellow]{run_id}: cannot load saved state ({exc}); restarting")
         keras.utils.set_random_seed(self.cfg.seed)
         model = self.build()
-        steps = math.ceil(len(self.train.images) / self.cfg.batch_size)
-        total_steps = steps * max(self.cfg.epochs)
+        total_steps = self.steps_per_epoch * max(self.cfg.epochs)
         model.compile(optimizer=_optimizer(self.cfg, total_steps), loss=self.cfg.loss)
         # Creating the optimizer's variables inside the first traced step makes TF trace the
         # training step twice (seconds per model); create them up front instead.
@@ -403,7 +406,7 @@ class _Run:
         self.params, self.macs = count_params(export_model), count_macs(export_model)
         wall_before = state.history[-1]["wall_s"] if state.history else 0.0
         cfg = self.cfg
-        steps = math.ceil(len(self.train.images) / cfg.batch_size)
+        steps = self.steps_per_epoch
         progress = self.progress
         task = progress.add_task(self.spec.run_id, total=steps) if progress is not None else None
         logs_seen: dict[str, Any] = {}
