@@ -7,7 +7,9 @@ Each (variant, runtime, threads) is timed in its own fresh child process (see un
 the processes taking turns in rounds: warm-up first, then only the model call, on the same
 seeded images in the same order. Prints a rich
 table and the same table as Markdown (for a design review). Ratios are to the keras model
-measured in the same run at the same thread count. Nothing is written into the run folder.
+measured in the same run at the same thread count: in each round, keras' median over this
+variant's, then the median over rounds, so a slow spell of the machine cancels out. Nothing
+is written into the run folder.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from unetq.bench import (
     bench_record,
     machine_info,
     measure_interleaved,
+    paired_ratio,
     resolve_threads,
 )
 from unetq.config import StudyConfig, build_config
@@ -82,7 +85,7 @@ def measure(args: argparse.Namespace, console: Console) -> tuple[list, list[int]
 
 def table_rows(records: list, threads: list[int]) -> list[dict[str, str]]:
     """One row per (variant, runtime): size, ms per thread count, images/s, ratios, memory."""
-    keras = {r.threads: r.latency_ms_median for r in records if r.variant == "keras"}
+    keras = {r.threads: r.round_medians_ms for r in records if r.variant == "keras"}
     lo, hi = threads[0], threads[-1]
     rows: dict[tuple[str, str], dict[str, str]] = {}
     for r in records:
@@ -95,7 +98,7 @@ def table_rows(records: list, threads: list[int]) -> list[dict[str, str]]:
                 "size MB": f"{r.size_bytes / 1e6:.2f}",
             },
         )
-        ratio = keras.get(r.threads, float("nan")) / r.latency_ms_median
+        ratio = paired_ratio(keras.get(r.threads), r.round_medians_ms)
         row[f"ms {r.threads}t"] = f"{r.latency_ms_median:.1f} (p95 {r.latency_ms_p95:.1f})"
         row[f"x keras {r.threads}t"] = "–" if ratio != ratio else f"{ratio:.2f}"
         if r.threads == hi:
@@ -130,7 +133,8 @@ def to_markdown(rows: list[dict[str, str]], title: str, machine: str) -> str:
     lines.append(
         "Median ms per image of the model call alone (p95 in brackets), after warm-up, batch 1, "
         "each measurement in a fresh process; x keras = keras median / this median at the same "
-        "thread count (above 1 is faster); peak MB = peak resident set of the measuring process; "
+        "thread count in each round, then the median of the rounds' ratios (above 1 is faster); "
+        "peak MB = peak resident set of the measuring process; "
         "model MB = peak minus the process after imports."
     )
     return "\n".join(lines) + "\n"

@@ -8,6 +8,7 @@ import os
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 from types import ModuleType, SimpleNamespace
 
 import numpy as np
@@ -435,3 +436,64 @@ def test_real_runtimes_in_probe_children(tmp_path):
     keras = run_probe("keras", tmp_path / "model.keras", 1, images=images, repeats=3)
     assert keras.tensorflow_imported and keras.precision == "fp32"
     assert keras.memory.rss_after_imports_mb > lite.memory.rss_after_imports_mb
+
+
+def test_paired_ratio_by_hand():
+    assert bench.paired_ratio([10.0, 20.0, 12.0], [5.0, 5.0, 6.0]) == 2.0  # ratios 2, 4, 2
+    assert np.isnan(bench.paired_ratio([10.0, 20.0], [5.0]))  # not the same rounds
+    assert np.isnan(bench.paired_ratio(None, [5.0]))
+    assert np.isnan(bench.paired_ratio([], []))
+    assert bench.paired_ratio([10.0, 20.0, 30.0], [5.0, None, 10.0]) == 2.5  # rounds 1 and 3
+
+
+def test_bench_run_pairs_rounds_with_keras(fake_runtime, fake_compress, tmp_path):
+    files = {"model.keras": 10, "tflite-fp32.tflite": 10, "tflite-int16x8.tflite": 10}
+    run_dir = make_run(tmp_path, files=files)
+    cfg = config(runtimes=["keras", "litert"], rounds=3, repeats=6, slow_variant_repeats=2)
+    df = pd.read_csv(bench_run(run_dir, cfg, [1, 2], loader=LOADER))
+    assert "round_medians_ms" not in df and "session" not in df
+    parts = {
+        p.stem: json.loads(p.read_text())["record"]
+        for p in (run_dir / ".bench" / "xception-f32-bn-e50").glob("*.json")
+    }
+    assert len({r["session"] for r in parts.values()}) == 1
+    keras, lite = parts["keras@keras@t1"], parts["tflite-fp32@litert@t1"]
+    assert len(keras["round_medians_ms"]) == len(lite["round_medians_ms"]) == 3
+    by = df.set_index(["variant", "threads"])
+    expected = np.median(np.divide(keras["round_medians_ms"], lite["round_medians_ms"]))
+    assert by.loc[("tflite-fp32", 1), "speedup_vs_keras_paired"] == pytest.approx(expected)
+    assert by.loc[("keras", 1), "speedup_vs_keras_paired"] == 1.0
+    slow = parts["tflite-int16x8@litert@t1"]["round_medians_ms"]  # 2 calls: rounds 1 and 2
+    assert slow[2] is None and slow[0] > 0 and slow[1] > 0
+    expected = np.median(np.divide(keras["round_medians_ms"][:2], slow[:2]))
+    assert by.loc[("tflite-int16x8", 1), "speedup_vs_keras_paired"] == pytest.approx(expected)
+    # measured again alone, litert no longer shares rounds with keras: no paired ratio
+    bench_run(run_dir, config(runtimes=["litert"], rounds=3, repeats=7), [1], loader=LOADER)
+    df = pd.read_csv(run_dir / "model_performance_average_results.csv")
+    by = df.set_index(["variant", "threads"])
+    assert np.isnan(by.loc[("tflite-fp32", 1), "speedup_vs_keras_paired"])
+    assert by.loc[("tflite-fp32", 1), "speedup_vs_keras"] > 0
+
+
+def test_compare_variants_ratios_are_paired_round_by_round():
+    import importlib.util
+
+    path = Path(__file__).parents[1] / "benchmarks" / "compare_variants.py"
+    spec = importlib.util.spec_from_file_location("compare_variants", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+
+    def record(variant, runtime, rounds):
+        return bench.BenchRecord(
+            model_id="m", variant=variant, runtime=runtime, threads=1, precision="fp32",
+            repeats=6, warmup=1, latency_ms_median=float(np.median(rounds)), latency_ms_p95=1.0,
+            latency_ms_mean=1.0, latency_ms_std=0.0, images_per_s=1.0, size_bytes=10**6,
+            round_medians_ms=rounds,
+        )  # fmt: skip
+
+    # keras 10 ms then 20 ms (a slow spell), int8 4 then 8: 2.5x in both rounds
+    rows = module.table_rows(
+        [record("keras", "keras", [10.0, 20.0]), record("tflite-int8", "litert", [4.0, 8.0])],
+        [1],
+    )
+    assert [r["x keras 1t"] for r in rows] == ["1.00", "2.50"]

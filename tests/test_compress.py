@@ -358,3 +358,44 @@ def test_compress_models_converts_in_worker_processes(tmp_path):
     compress.compress_model(paths[1], ["tflite-fp32"], tmp_path / "serial", None, images(2), cfg)
     pooled = (paths[1].parent / "tflite-fp32.tflite").read_bytes()
     assert pooled == (tmp_path / "serial" / "tflite-fp32.tflite").read_bytes()
+
+
+def upsampling_model():
+    inp = keras.Input((SIZE, SIZE, 3))
+    x = keras.layers.Conv2D(8, 3, strides=4, padding="same", activation="relu")(inp)  # 8x8
+    x = keras.layers.UpSampling2D((2, 2))(x)  # 16x16
+    x = keras.layers.Conv2D(8, 3, padding="same", activation="relu")(x)
+    x = keras.layers.UpSampling2D(2, interpolation="bilinear")(x)  # 32x32, kept as it is
+    out = keras.layers.Conv2D(3, 3, padding="same", activation="softmax")(x)
+    return keras.Model(inp, out)
+
+
+def test_nearest_upsampling_is_lowered_to_the_same_values():
+    x = np.random.default_rng(0).random((2, 5, 7, 4), dtype=np.float32)
+    inp = keras.Input((5, 7, 4))
+    model = keras.Model(inp, keras.layers.UpSampling2D((3, 2))(inp))
+    lowered = compress.with_delegable_upsampling(model)
+    assert lowered is not model
+    assert lowered.output.shape == (None, 15, 14, 4)
+    np.testing.assert_array_equal(lowered(x), np.repeat(np.repeat(x, 3, axis=1), 2, axis=2))
+    plain = tiny_model()
+    assert compress.with_delegable_upsampling(plain) is plain  # nothing to lower
+
+
+def test_exported_upsampling_has_no_tile_and_matches_keras(tmp_path):
+    from ai_edge_litert.interpreter import Interpreter
+
+    keras.utils.set_random_seed(3)
+    path = save(upsampling_model(), tmp_path / "models" / "up-f8" / "model.keras")
+    cfg = CompressConfig(calibration_images=8, verify_images=4)
+    variants = ["tflite-fp32", "tflite-int8"]
+    records = compress.compress_model(
+        path, variants, path.parent, images(8, seed=1), images(4, seed=2), cfg
+    )
+    fp32 = next(r for r in records if r.variant == "tflite-fp32")
+    assert fp32.max_abs_diff < 1e-5 and fp32.agreement == 1.0
+    for name in variants:
+        interp = Interpreter(model_path=str(compress.artifact_path(path.parent, name)))
+        ops = [op["op_name"] for op in interp._get_ops_details()]
+        assert "TILE" not in ops and "CONCATENATION" in ops, (name, ops)
+        assert "RESIZE_BILINEAR" in ops, (name, ops)  # bilinear is not touched

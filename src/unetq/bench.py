@@ -23,6 +23,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import uuid
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -125,6 +126,8 @@ class ProbeResult:
     latency: LatencyStats | None
     tensorflow_imported: bool  # whether TensorFlow was loaded in the child at all
     load_average_1m: float | None = None  # machine load when timing began
+    # per round of measure_interleaved: the median of this job's block (None: no block)
+    round_medians_ms: list[float | None] = field(default_factory=list)
 
 
 def time_predictor(predictor: Any, images: np.ndarray, repeats: int, warmup: int) -> LatencyStats:
@@ -524,6 +527,7 @@ def measure_interleaved(
     """
     results: dict[int, ProbeResult | UnetqError] = {}
     probes: dict[int, _ServedProbe] = {}
+    round_medians: dict[int, list[float | None]] = {i: [] for i in range(len(jobs))}
     with tempfile.TemporaryDirectory(prefix="unetq-probe-") as tmp:
         images_path = Path(tmp) / "images.npy"
         np.save(images_path, as_model_input(images))
@@ -546,14 +550,17 @@ def measure_interleaved(
                 for i in list(probes):
                     job, calls = jobs[i], plans[i][r]
                     if not calls:
+                        round_medians[i].append(None)
                         continue
                     warmup = job.warmup if r == 0 else min(job.warmup, int(job.rewarm))
-                    attempt(i, lambda p, n=calls, w=warmup: p.time(n, w))
+                    block = attempt(i, lambda p, n=calls, w=warmup: p.time(n, w))
+                    round_medians[i].append(float(np.median(block)) if block else None)
                     if on_block is not None:
                         on_block(job, r)
             for i in list(probes):
                 result = attempt(i, _ServedProbe.finish)
                 if result is not None:
+                    result.round_medians_ms = round_medians[i]
                     results[i] = result
         finally:
             for probe in probes.values():
@@ -634,7 +641,13 @@ def resolve_threads(threads: list[int | str] | tuple | str | None) -> list[int]:
 
 
 def bench_record(
-    model_id: str, variant: str, job: ProbeJob, result: ProbeResult, n_images: int, memory: bool
+    model_id: str,
+    variant: str,
+    job: ProbeJob,
+    result: ProbeResult,
+    n_images: int,
+    memory: bool,
+    session: str | None = None,
 ) -> BenchRecord:
     """The CSV row of one measured (model, variant, runtime, threads)."""
     lat = result.latency
@@ -660,6 +673,8 @@ def bench_record(
         latency_ms_min=lat.min_ms,
         bench_images=n_images,
         load_average_1m=result.load_average_1m,
+        round_medians_ms=result.round_medians_ms or None,
+        session=session,
     )
 
 
@@ -679,7 +694,11 @@ def bench_jobs(
     ):
         r, w = (slow, min(warmup, 1)) if is_slow else (repeats, warmup)
         jobs += [
-            (variant, ProbeJob(runtime, artifact, t, r, w, rewarm=not is_slow)) for t in threads
+            (
+                variant,
+                ProbeJob(runtime, artifact, t, r, w, rewarm=not is_slow),
+            )
+            for t in threads
         ]
     return jobs
 
@@ -769,6 +788,7 @@ def bench_run(
                 what = f"bench {model_id} round {r + 1}/{bench_cfg.rounds}"
                 progress.update(task, description=f"{what} ({job.runtime}, {job.threads}t)")
 
+        session = uuid.uuid4().hex[:12]
         results = measure_interleaved(
             [job for _, job, _, _ in todo],
             timed,
@@ -780,7 +800,9 @@ def bench_run(
             if isinstance(result, UnetqError):
                 failures.append(str(result))
                 continue
-            record = bench_record(model_id, variant, job, result, len(timed), bench_cfg.memory)
+            record = bench_record(
+                model_id, variant, job, result, len(timed), bench_cfg.memory, session
+            )
             write_json(part, {"params": params, "record": asdict(record)})
         if task is not None:
             progress.advance(task, len(todo))
@@ -880,16 +902,44 @@ def _fill_sizes(df, run_dir: Path, artifact_for):
 
 
 def _add_speedup(df):
-    """speedup_vs_keras: keras median latency / this row's, same model and thread count."""
+    """Ratios to keras at the same model and thread count.
+
+    speedup_vs_keras: keras' median latency / this row's. speedup_vs_keras_paired: the median
+    over rounds of keras' round median / this row's round median, rounds being the turns of
+    `measure_interleaved`, a second or so apart: a slow spell of the machine that lasts longer
+    than a round cancels out of each round's ratio. NaN when the two were not measured in the
+    same rounds (another bench run, or other settings).
+    """
+    rounds = df.pop("round_medians_ms") if "round_medians_ms" in df else None
+    sessions = df.pop("session").tolist() if "session" in df else [None] * len(df)
     if "latency_ms_median" not in df or "threads" not in df:
         return df
-    keras = df[(df["variant"] == "keras") & (df["runtime"] == "keras")]
-    ref = keras.set_index(["model_id", "threads"])["latency_ms_median"]
-    ref = ref[~ref.index.duplicated()]
+    is_keras = ((df["variant"] == "keras") & (df["runtime"] == "keras")).to_numpy()
     keys = list(zip(df["model_id"], df["threads"], strict=True))
-    keras_ms = np.array([ref.get(k, np.nan) for k in keys], dtype=np.float64)
-    df["speedup_vs_keras"] = keras_ms / df["latency_ms_median"].to_numpy(np.float64)
+    ref = {k: i for i, k in reversed(list(enumerate(keys))) if is_keras[i]}
+    median = df["latency_ms_median"].to_numpy(np.float64)
+    keras_ms = np.array([median[ref[k]] if k in ref else np.nan for k in keys])
+    df["speedup_vs_keras"] = keras_ms / median
+    if rounds is not None:
+        rounds = rounds.tolist()
+        df["speedup_vs_keras_paired"] = [
+            paired_ratio(rounds[ref[k]], rounds[i])
+            if k in ref and isinstance(sessions[i], str) and sessions[ref[k]] == sessions[i]
+            else np.nan
+            for i, k in enumerate(keys)
+        ]
     return df
+
+
+def paired_ratio(reference: list | None, other: list | None) -> float:
+    """Median over rounds of reference / other (one median per round, None for a round without
+    a block); NaN when the two lists are not of the same rounds or share no round."""
+    if not isinstance(reference, list) or not isinstance(other, list):
+        return float("nan")
+    if len(reference) != len(other):
+        return float("nan")
+    ratios = [a / b for a, b in zip(reference, other, strict=True) if a and b]
+    return float(np.median(ratios)) if ratios else float("nan")
 
 
 def _sort(df):

@@ -446,6 +446,7 @@ def bench(
         ("latency_ms_median", "ms med", 1),
         ("latency_ms_p95", "p95", 1),
         ("speedup_vs_keras", "x keras", 2),
+        ("speedup_vs_keras_paired", "x keras paired", 2),
         ("model_memory_mb", "mem MB", 0),
         ("size_mb", "size MB", 1),
         ("fg_iou", "fg IoU", 3),

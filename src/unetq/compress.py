@@ -37,6 +37,7 @@ from unetq.runtimes import (
     available_cores,
     import_tensorflow,
     load_keras_model,
+    native_stderr_quiet,
     non_builtin_ops,
     open_interpreter,
     segmentation_shape,
@@ -48,6 +49,9 @@ if TYPE_CHECKING:
     from rich.table import Table
 
 COMPRESSED_CSV = "compressed_models_info.csv"
+# Changes when the exported graph changes, so artifacts of an older export are converted again.
+# 2: nearest UpSampling2D exported as concatenation + reshape (`with_delegable_upsampling`).
+EXPORT_VERSION = 2
 RANDOM_IMAGES_WARNING = (
     "no dataset given: calibrating and verifying on random images; int8 calibration on random "
     "data is not representative (pass --data-dir)"
@@ -405,6 +409,7 @@ class _Job:
         if variant.calibrated:
             settings["calibration_digest"] = self.calibration_digest
         settings["input_hw"] = list(self.hw)
+        settings["export"] = EXPORT_VERSION
         return settings
 
     def _existing(self, path: Path, variant: Variant) -> dict[str, Any] | None:
@@ -426,7 +431,8 @@ class _Job:
         inputs = ConvertInputs(self.saved_model(), calibration, self.cfg.int8_io)
         start = time.perf_counter()
         try:
-            content = variant.convert(inputs)
+            with native_stderr_quiet():  # the converter's per-model calibration notices
+                content = variant.convert(inputs)
         except UnetqError:
             raise
         except Exception as exc:
@@ -501,10 +507,14 @@ class _Job:
             raise conversion_error(exc, variant.name, self.model, self.model_path) from None
 
 
-def export_saved_model(model, hw: tuple[int, int], folder: Path) -> Path:
+def export_saved_model(
+    model, hw: tuple[int, int], folder: Path, delegable_upsampling: bool = True
+) -> Path:
     import keras
 
     tf = _tf()
+    if delegable_upsampling:
+        model = with_delegable_upsampling(model)
     archive = keras.export.ExportArchive()
     archive.track(model)
     archive.add_endpoint(
@@ -517,6 +527,69 @@ def export_saved_model(model, hw: tuple[int, int], folder: Path) -> Path:
     except Exception as exc:
         raise ModelError(f"cannot export the model for conversion: {_first_line(exc)}") from None
     return folder
+
+
+def _nearest_upsampling_layer():
+    """A Keras layer computing UpSampling2D(nearest) by concatenation and reshape.
+
+    TensorFlow lowers Keras' UpSampling2D to RESHAPE + TILE, and XNNPACK has no TILE: LiteRT then
+    splits the graph into a dozen delegate partitions with TILE between them on its own kernels.
+    Concatenating k copies along the last axis and reshaping repeats every pixel k times along a
+    row; doing the same one axis up repeats every row. Both ops run inside XNNPACK, for float
+    and int8, and the result is the same values, not an approximation.
+    """
+    import keras
+
+    class NearestUpsampling(keras.layers.Layer):
+        def __init__(self, size: tuple[int, int], **kwargs):
+            super().__init__(**kwargs)
+            self.size = size
+
+        def call(self, x):
+            ops = keras.ops
+            _, h, w, c = x.shape
+            fh, fw = self.size
+            x = ops.reshape(ops.concatenate([x] * fw, axis=-1), (-1, h, w * fw, c))
+            return ops.reshape(ops.concatenate([x] * fh, axis=2), (-1, h * fh, w * fw, c))
+
+        def compute_output_shape(self, shape):
+            b, h, w, c = shape
+            return (b, h and h * self.size[0], w and w * self.size[1], c)
+
+    return NearestUpsampling
+
+
+def with_delegable_upsampling(model):
+    """`model` with every channels-last nearest UpSampling2D computed by delegable ops.
+
+    Only for export: the trained Keras model is unchanged. A model without such layers, or one
+    Keras cannot clone, is returned as it is (and converts with TILE, as before).
+    """
+    import keras
+
+    def replaceable(layer) -> bool:
+        return (
+            isinstance(layer, keras.layers.UpSampling2D)
+            and layer.interpolation == "nearest"
+            and layer.data_format == "channels_last"
+            and all(isinstance(f, int) and f >= 1 for f in layer.size)
+        )
+
+    if not any(replaceable(layer) for layer in model.layers):
+        return model
+    nearest = _nearest_upsampling_layer()
+
+    def clone(layer):
+        if replaceable(layer):
+            return nearest(tuple(layer.size), name=layer.name)
+        return layer.__class__.from_config(layer.get_config())
+
+    try:
+        lowered = keras.models.clone_model(model, clone_function=clone)
+        lowered.set_weights(model.get_weights())
+    except Exception:  # e.g. a subclassed model or a custom layer without get_config
+        return model
+    return lowered
 
 
 def check_builtin_only(content: bytes, what: str) -> None:

@@ -132,3 +132,7 @@ class BenchRecord:
     latency_ms_min: float | None = None
     bench_images: int | None = None  # distinct images cycled through in the timed calls
     load_average_1m: float | None = None  # machine load when timing began (others' work skews)
+    # median of each round's block of timed calls (bench.measure_interleaved); pairs rounds with
+    # keras' for speedup_vs_keras_paired, then left out of the CSV
+    round_medians_ms: list[float | None] | None = None
+    session: str | None = None  # measurements with the same session took turns in the same rounds

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import os
+import sys
 import tempfile
 import zipfile
 from collections.abc import Callable
@@ -102,25 +103,34 @@ def _require_file(artifact: Path) -> Path:
 # ----------------------------------------------------------------------------- keras
 
 
+@contextlib.contextmanager
+def native_stderr_quiet():
+    """Keep what C++ code writes to stderr (file descriptor 2) off the terminal in the block.
+
+    For TensorFlow's start-up notices and the TFLite converter's calibration lines, which
+    TF_CPP_MIN_LOG_LEVEL does not silence. Python exceptions still propagate with their messages.
+    """
+    sys.stderr.flush()
+    saved, devnull = os.dup(2), os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, 2)
+    try:
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)
+
+
 def import_tensorflow():
     """Import TensorFlow with its C++ start-up notices (the oneDNN banner) kept off stderr.
 
     TF_CPP_MIN_LOG_LEVEL does not silence them in TF 2.21: they are logged before absl's
     logging starts. Python-level import errors still raise.
     """
-    import sys
-
     if "tensorflow" in sys.modules:
         return sys.modules["tensorflow"]
-    sys.stderr.flush()
-    saved, devnull = os.dup(2), os.open(os.devnull, os.O_WRONLY)
-    os.dup2(devnull, 2)
-    try:
+    with native_stderr_quiet():
         import tensorflow as tf
-    finally:
-        os.dup2(saved, 2)
-        os.close(saved)
-        os.close(devnull)
     return tf
 
 

@@ -219,15 +219,18 @@ def print_summary(run_dir: Path, console: Console, synthetic: bool = False) -> N
         console = Console(width=160, file=console.file)
     out = Table(title=title, title_style="bold yellow" if synthetic else "bold")
     ms_cols = [c for c in table.columns if c.startswith("ms_")]
+    x_cols = [c for c in table.columns if c.startswith("x_keras_")]
     headers = ["model", "variant", "runtime", "size MB", "fg IoU", "Dice", "agree %"]
-    headers += [f"ms/img {c.removeprefix('ms_')}" for c in ms_cols] + ["model MB"]
+    headers += [f"ms/img {c.removeprefix('ms_')}" for c in ms_cols]
+    headers += [f"x keras {c.removeprefix('x_keras_')}" for c in x_cols] + ["model MB"]
     for h in headers:
         out.add_column(h, justify="left" if h in ("model", "variant", "runtime") else "right")
     for row in table.itertuples(index=False):
         r = row._asdict()
         cells = [r["model"], r["variant"], r["runtime"], _num(r["size_mb"], 2)]
         cells += [_num(r["fg_iou"], 3), _num(r["fg_dice"], 3), _num(100 * r["agreement"], 2)]
-        cells += [_num(r[c], 1) for c in ms_cols] + [_num(r.get("model_mem_mb"), 1)]
+        cells += [_num(r[c], 1) for c in ms_cols] + [_num(r[c], 2) for c in x_cols]
+        cells += [_num(r.get("model_mem_mb"), 1)]
         out.add_row(*cells)
     console.print(out)
     console.print(f"report: {run_dir / 'report' / 'index.html'}")

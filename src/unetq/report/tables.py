@@ -87,9 +87,14 @@ def main_table(average: pd.DataFrame) -> pd.DataFrame:
             "agreement": first.get("agreement", np.nan),
         }
     )
+    keys = [tuple(k) for k in first[KEYS].itertuples(index=False)]
     for t in threads:
         sub = df[df["threads"] == t].set_index(KEYS)["latency_ms_median"]
-        table[f"ms_{t}t"] = [sub.get(tuple(k), np.nan) for k in first[KEYS].itertuples(index=False)]
+        table[f"ms_{t}t"] = [sub.get(k, np.nan) for k in keys]
+    if "speedup_vs_keras_paired" in df:  # keras' time / this one's, paired round by round
+        for t in threads:
+            sub = df[df["threads"] == t].set_index(KEYS)["speedup_vs_keras_paired"]
+            table[f"x_keras_{t}t"] = [sub.get(k, np.nan) for k in keys]
     if "model_memory_mb" in first:
         table["model_mem_mb"] = first["model_memory_mb"]
     if "peak_rss_mb" in first:
