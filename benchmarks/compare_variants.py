@@ -5,11 +5,11 @@
 
 Each (variant, runtime, threads) is timed in its own fresh child process (see unetq.bench),
 the processes taking turns in rounds: warm-up first, then only the model call, on the same
-seeded images in the same order. Prints a rich
-table and the same table as Markdown (for a design review). Ratios are to the keras model
-measured in the same run at the same thread count: in each round, keras' median over this
-variant's, then the median over rounds, so a slow spell of the machine cancels out. Nothing
-is written into the run folder.
+seeded images in the same order. Prints a rich table and the same table as Markdown (for a
+design review). Ratios are to the keras model measured in the same run at the same thread
+count: in each round, keras' median over this variant's, then the median over rounds, so a
+slowdown of the whole machine that hits both alike cancels out. Nothing is written into the
+run folder.
 """
 
 from __future__ import annotations

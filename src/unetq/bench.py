@@ -906,8 +906,9 @@ def _add_speedup(df):
 
     speedup_vs_keras: keras' median latency / this row's. speedup_vs_keras_paired: the median
     over rounds of keras' round median / this row's round median, rounds being the turns of
-    `measure_interleaved`, a second or so apart: a slow spell of the machine that lasts longer
-    than a round cancels out of each round's ratio. NaN when the two were not measured in the
+    `measure_interleaved`, a second or so apart: a slowdown of the machine that outlasts a round
+    and hits both alike cancels out of each round's ratio (one that hits one runtime harder
+    does not). NaN when the two were not measured in the
     same rounds (another bench run, or other settings).
     """
     rounds = df.pop("round_medians_ms") if "round_medians_ms" in df else None

@@ -265,14 +265,16 @@ def open_interpreter(artifact: Path | None = None, content: bytes | None = None,
 
     where = str(artifact) if artifact is not None else "converted model"
     try:
-        if content is not None:
-            interp = Interpreter(model_content=content, num_threads=threads)
-        else:
-            interp = Interpreter(model_path=str(artifact), num_threads=threads)
+        with native_stderr_quiet():  # "INFO: Created TensorFlow Lite XNNPACK delegate for CPU."
+            if content is not None:
+                interp = Interpreter(model_content=content, num_threads=threads)
+            else:
+                interp = Interpreter(model_path=str(artifact), num_threads=threads)
     except Exception as exc:
         raise ModelError(f"cannot load TFLite model {where}: {_first_line(exc)}") from None
     try:
-        interp.allocate_tensors()
+        with native_stderr_quiet():
+            interp.allocate_tensors()
     except Exception as exc:
         ops = non_builtin_ops(interp)
         if ops:

@@ -94,8 +94,9 @@ def build_report(run_dir: Path) -> Path:
         "the model's input resolution; latency is the median of timed model calls after warm-up "
         "(ms_1t: one thread, ms_Nt: N threads); x_keras_Nt is keras' time over this one's, "
         "taken round by round as the measurements took turns, then the median of the rounds "
-        "(a slow spell of the machine cancels out of it); memory is the peak resident set of a "
-        "fresh process minus its size after imports. Click a column to sort.</p>"
+        "(a slowdown of the whole machine that hits both alike cancels out of it); memory is "
+        "the peak resident set of a fresh process minus its size after imports. Click a column "
+        "to sort.</p>"
     )
     parts.append(_html_table(table, sortable=True))
     parts.append(_slow_variant_note(tables.average))
