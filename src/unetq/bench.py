@@ -694,11 +694,7 @@ def bench_jobs(
     ):
         r, w = (slow, min(warmup, 1)) if is_slow else (repeats, warmup)
         jobs += [
-            (
-                variant,
-                ProbeJob(runtime, artifact, t, r, w, rewarm=not is_slow),
-            )
-            for t in threads
+            (variant, ProbeJob(runtime, artifact, t, r, w, rewarm=not is_slow)) for t in threads
         ]
     return jobs
 
@@ -908,8 +904,8 @@ def _add_speedup(df):
     over rounds of keras' round median / this row's round median, rounds being the turns of
     `measure_interleaved`, a second or so apart: a slowdown of the machine that outlasts a round
     and hits both alike cancels out of each round's ratio (one that hits one runtime harder
-    does not). NaN when the two were not measured in the
-    same rounds (another bench run, or other settings).
+    does not). NaN when the two were not measured in the same rounds (another bench run, or
+    other settings).
     """
     rounds = df.pop("round_medians_ms") if "round_medians_ms" in df else None
     sessions = df.pop("session").tolist() if "session" in df else [None] * len(df)
