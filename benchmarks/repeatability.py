@@ -19,7 +19,7 @@ from rich.console import Console
 from rich.progress import Progress
 from rich.table import Table
 
-from unetq.bench import bench_run, paired_ratio, read_bench_records
+from unetq.bench import bench_run, read_bench_records
 from unetq.errors import UnetqError
 from unetq.study import load_run_config
 
@@ -36,20 +36,25 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def one_pass(run: Path, cfg, console: Console) -> dict[tuple, dict]:
+    """Every measurement's bench record, plus `paired`: its speedup_vs_keras_paired."""
+    import pandas as pd
+
     with Progress(console=console, transient=True) as progress:
-        bench_run(run, cfg, progress=progress, remeasure=True)
+        average = pd.read_csv(bench_run(run, cfg, progress=progress, remeasure=True))
+    timed = average[average["threads"].notna()]
+    paired = {
+        (r.model_id, r.variant, r.runtime, int(r.threads)): r.speedup_vs_keras_paired
+        for r in timed.itertuples(index=False)
+    }
     wanted = set(cfg.bench.models or [])
     records = {
         tuple(r[k] for k in KEY): r
         for r in read_bench_records(run)
         if not wanted or r["model_id"] in wanted
     }
-    for (model_id, _, _, threads), r in records.items():
-        keras = records.get((model_id, "keras", "keras", threads))
-        same = keras is not None and keras.get("session") == r.get("session")
-        r["paired"] = (
-            paired_ratio(keras["round_medians_ms"], r["round_medians_ms"]) if same else None
-        )
+    for key, r in records.items():
+        value = paired.get(key)
+        r["paired"] = None if value is None or value != value else float(value)
     return records
 
 

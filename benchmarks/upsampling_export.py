@@ -18,7 +18,12 @@ from pathlib import Path
 import numpy as np
 
 from unetq import compress
-from unetq.runtimes import LiteRTPredictor, load_keras_model, segmentation_shape
+from unetq.runtimes import (
+    LiteRTPredictor,
+    load_keras_model,
+    native_stderr_quiet,
+    segmentation_shape,
+)
 
 
 def main() -> None:
@@ -36,12 +41,10 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="unetq-up-") as tmp:
         for lowered in (False, True):
             saved = compress.export_saved_model(model, (h, w), Path(tmp) / f"sm{lowered}", lowered)
-            for name, convert in (
-                ("fp32", compress._convert_fp32),
-                ("int8", compress._convert_int8),
-            ):
+            for name in ("fp32", "int8"):
+                convert = compress.VARIANTS[f"tflite-{name}"].convert
                 file = Path(tmp) / f"{name}-{lowered}.tflite"
-                with compress.native_stderr_quiet():
+                with native_stderr_quiet():
                     file.write_bytes(convert(compress.ConvertInputs(saved, calibration)))
                 predictors[(name, lowered)] = LiteRTPredictor(file, threads=1)
         for predictor in predictors.values():
