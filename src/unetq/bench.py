@@ -309,6 +309,10 @@ def _probe_parser() -> argparse.ArgumentParser:
 
 
 def probe_main(argv: list[str] | None = None) -> int:
+    import signal
+
+    # Ctrl-C reaches the whole process group: the parent stops its probes itself.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     args = _probe_parser().parse_args(argv)
     try:
         result = _probe(args)

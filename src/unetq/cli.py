@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 import sys
 from pathlib import Path
 from typing import Annotated
@@ -12,7 +13,7 @@ import typer
 from rich.console import Console
 from rich.text import Text
 
-from unetq.errors import UnetqError
+from unetq.errors import Interrupted, UnetqError, storage_error
 
 # TensorFlow's C++ chatter (grappler remapper notes, cpu features) and its Python retracing
 # warnings are not for our users; real failures still raise.
@@ -551,27 +552,57 @@ def predict(
         raise UnetqError(f"no readable images in {images}")
 
 
-def main() -> None:
-    """Entry point: user errors end as one line on stderr and exit code 2."""
-    try:
-        app(standalone_mode=False)
-    except UnetqError as exc:
-        err_console.print(Text.assemble(("error: ", "bold red"), str(exc)), soft_wrap=True)
-        sys.exit(2)
-    except KeyboardInterrupt:
-        err_console.print("interrupted: finished work is saved; rerun the same command to resume.")
-        sys.exit(130)
-    except typer.Exit as exc:
-        sys.exit(exc.exit_code)
-    except typer.Abort:
-        sys.exit(1)
-    except Exception as exc:  # click usage errors carry their own exit code
-        import click
+def main(argv: list[str] | None = None) -> None:
+    """Entry point and the one error boundary of the command line.
 
-        if isinstance(exc, click.ClickException):
+    Usage errors print the usage and exit 2; errors a user can cause (data, models, config) one
+    line and exit 2; a write the disk refuses one line naming the path, exit 1; Ctrl-C (or
+    SIGTERM) one `interrupted:` line, exit 130 (143), finished work kept. A bug in unetq keeps
+    its traceback. Nothing here depends on how typer or click are packaged: typer swallows
+    KeyboardInterrupt in some releases, so signals raise unetq's own `Interrupted` instead.
+    """
+    catch_signals()
+    try:
+        result = app(args=argv, standalone_mode=False)
+    except (Interrupted, KeyboardInterrupt) as exc:
+        code = exc.exit_code if isinstance(exc, Interrupted) else 130
+        what = exc.signal_name if isinstance(exc, Interrupted) else "SIGINT"
+        _fail(f"interrupted ({what}): finished work is saved; rerun the same command to resume")
+        sys.exit(code)
+    except UnetqError as exc:
+        _fail(str(exc), label="error: ")
+        sys.exit(exc.exit_code)
+    except Exception as exc:
+        if _is_usage_error(exc):
             exc.show()
             sys.exit(exc.exit_code)
-        raise
+        if type(exc).__name__ == "Abort":  # end of input at a prompt
+            sys.exit(1)
+        storage = storage_error(exc)
+        if storage is None:
+            raise
+        _fail(str(storage), label="error: ")
+        sys.exit(storage.exit_code)
+    sys.exit(result if isinstance(result, int) else 0)
+
+
+def catch_signals() -> None:
+    """SIGINT and SIGTERM raise Interrupted in the main thread (child processes see their own)."""
+
+    def interrupt(signum, frame):
+        raise Interrupted(signum)
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, interrupt)
+
+
+def _is_usage_error(exc: BaseException) -> bool:
+    """click's (or typer's vendored click's) usage errors: they know their exit code and output."""
+    return isinstance(getattr(exc, "exit_code", None), int) and callable(getattr(exc, "show", None))
+
+
+def _fail(message: str, label: str = "") -> None:
+    err_console.print(Text.assemble((label, "bold red"), message), soft_wrap=True)
 
 
 if __name__ == "__main__":

@@ -302,28 +302,42 @@ def compress_models(
             )
         return records
     import multiprocessing
-    from concurrent.futures import ProcessPoolExecutor, as_completed
 
     task = progress.add_task("compress", total=len(model_paths)) if progress else None
     context = multiprocessing.get_context("spawn")  # TensorFlow is not fork-safe
     results: dict[Path, list[CompressRecord]] = {}
-    with ProcessPoolExecutor(workers, mp_context=context, initializer=import_tensorflow) as pool:
-        futures = {
-            pool.submit(compress_model, path, variants, path.parent, calibration, verify, cfg): path
+    pool = context.Pool(workers, initializer=_worker_start)
+    try:
+        pending = {
+            path: pool.apply_async(
+                compress_model, (path, variants, path.parent, calibration, verify, cfg)
+            )
             for path in model_paths
         }
-        try:
-            for future in as_completed(futures):
-                results[futures[future]] = future.result()
+        while pending:
+            done = [path for path, job in pending.items() if job.ready()]
+            if not done:
+                time.sleep(0.05)
+            for path in done:
+                results[path] = pending.pop(path).get()
                 if progress is not None:
-                    progress.update(task, description=f"compress {futures[future].parent.name}")
+                    progress.update(task, description=f"compress {path.parent.name}")
                     progress.advance(task)
-        except BaseException:  # Ctrl-C or a failed model: start no further conversions
-            pool.shutdown(wait=False, cancel_futures=True)
-            raise
+        pool.close()
+    finally:
+        pool.terminate()  # Ctrl-C or a failed model: running conversions stop now
+        pool.join()
     if progress is not None:
         progress.remove_task(task)
     return [rec for path in model_paths for rec in results[path]]
+
+
+def _worker_start() -> None:
+    """A conversion worker: Ctrl-C is the parent's to handle (it terminates the pool)."""
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    import_tensorflow()
 
 
 def _load_model(path: Path):

@@ -233,7 +233,6 @@ def print_summary(run_dir: Path, console: Console, synthetic: bool = False) -> N
         cells += [_num(r.get("model_mem_mb"), 1)]
         out.add_row(*cells)
     console.print(out)
-    console.print(f"report: {run_dir / 'report' / 'index.html'}")
 
 
 def trained_model_dirs(run_dir: Path) -> list[Path]:

@@ -28,7 +28,7 @@ import numpy as np
 from rich.console import Console
 
 from unetq import fileio
-from unetq.errors import ConfigError, DataError
+from unetq.errors import ConfigError, DataError, storage_error
 from unetq.metrics import confusion_matrix, scores
 from unetq.models import build_model, count_macs, count_params
 from unetq.records import ModelSpec, TrainRecord
@@ -192,14 +192,21 @@ def _callbacks(on_batch: Callable[[], None], on_epoch: Callable[[dict], None]) -
 def _atomic_keras_save(path: Path, save: Callable[[str], None]) -> None:
     """Keras checks file suffixes, so save under the final name inside a temporary folder
     beside `path`, then rename."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp_dir = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
+    tmp_dir = None
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp_dir = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
         tmp = tmp_dir / path.name
         save(str(tmp))
         os.replace(tmp, path)
+    except Exception as exc:
+        error = storage_error(exc, path)
+        if error is None:
+            raise
+        raise error from None
     finally:
-        shutil.rmtree(tmp_dir, ignore_errors=True)
+        if tmp_dir is not None:
+            shutil.rmtree(tmp_dir, ignore_errors=True)
 
 
 def _peak_rss_mb() -> float:
