@@ -22,17 +22,12 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from unetq.bench import (
-    bench_images,
-    bench_jobs,
-    bench_record,
-    machine_info,
-    measure_interleaved,
-    paired_ratio,
-    resolve_threads,
-)
+from unetq.bench.machine import machine_info
+from unetq.bench.run import bench_jobs, bench_record, resolve_threads
+from unetq.bench.session import bench_images, measure_interleaved
 from unetq.config import StudyConfig, build_config
 from unetq.errors import UnetqError
+from unetq.results import paired_ratio
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

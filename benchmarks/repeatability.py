@@ -19,9 +19,10 @@ from rich.console import Console
 from rich.progress import Progress
 from rich.table import Table
 
-from unetq.bench import bench_run, read_bench_records
+from unetq.bench.run import bench_run
 from unetq.errors import UnetqError
-from unetq.study import load_run_config
+from unetq.results import read_bench_records
+from unetq.runfolder import RunFolder
 
 KEY = ("model_id", "variant", "runtime", "threads")
 
@@ -49,7 +50,7 @@ def one_pass(run: Path, cfg, console: Console) -> dict[tuple, dict]:
     wanted = set(cfg.bench.models or [])
     records = {
         tuple(r[k] for k in KEY): r
-        for r in read_bench_records(run)
+        for r in read_bench_records(RunFolder(run))
         if not wanted or r["model_id"] in wanted
     }
     for key, r in records.items():
@@ -84,7 +85,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     console = Console()
     try:
-        cfg = load_run_config(args.run)
+        cfg = RunFolder(args.run).load_config()
         if args.models:
             cfg.bench.models = [m.strip() for m in args.models.split(",") if m.strip()]
         passes = []

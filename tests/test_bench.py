@@ -9,27 +9,22 @@ import subprocess
 import sys
 import textwrap
 from pathlib import Path
-from types import ModuleType, SimpleNamespace
+from types import SimpleNamespace
 
 import numpy as np
 import pandas as pd
 import pytest
 
-from fakes import VARIANTS, artifact_path
-from unetq import bench
-from unetq.bench import (
-    LatencyStats,
-    bench_run,
-    machine_info,
-    resolve_threads,
-    run_probe,
-    time_predictor,
-    write_average_results,
-)
+from unetq.bench.machine import machine_info
+from unetq.bench.probe import LatencyStats, MemoryStats, time_predictor
+from unetq.bench.run import bench_run, resolve_threads
+from unetq.bench.session import ProbeJob, measure_interleaved, run_probe, split_repeats
 from unetq.config import StudyConfig
 from unetq.errors import UnetqError
-from unetq.evaluate import result_rows
-from unetq.records import ImageResult
+from unetq.records import BenchRecord, ImageResult
+from unetq.results import paired_ratio, result_rows, write_average_results
+from unetq.runfolder import RunFolder
+from unetq.runtimes import usable_cores
 
 # --- timing ------------------------------------------------------------------------------------
 
@@ -156,9 +151,9 @@ def test_probe_times_and_measures_in_a_child(fake_runtime, tmp_path, monkeypatch
 
 
 def test_split_repeats_by_hand():
-    assert bench.split_repeats(20, 5) == [4, 4, 4, 4, 4]
-    assert bench.split_repeats(7, 3) == [3, 2, 2]
-    assert bench.split_repeats(2, 5) == [1, 1, 0, 0, 0]
+    assert split_repeats(20, 5) == [4, 4, 4, 4, 4]
+    assert split_repeats(7, 3) == [3, 2, 2]
+    assert split_repeats(2, 5) == [1, 1, 0, 0, 0]
 
 
 def test_interleaved_jobs_take_turns_in_rounds(fake_runtime, tmp_path, monkeypatch):
@@ -166,12 +161,12 @@ def test_interleaved_jobs_take_turns_in_rounds(fake_runtime, tmp_path, monkeypat
     monkeypatch.setenv("FAKERT_RUNLOG", str(runlog))
     images = np.arange(3, dtype=np.uint8)[:, None, None, None] * np.ones((3, 16, 16, 3), np.uint8)
     jobs = [
-        bench.ProbeJob("litert", tmp_path / "a.tflite", 1, repeats=4, warmup=2),
-        bench.ProbeJob("openvino", tmp_path / "broken.tflite", 1, repeats=4, warmup=2),
-        bench.ProbeJob("keras", tmp_path / "m.keras", 2, repeats=2, warmup=1),
+        ProbeJob("litert", tmp_path / "a.tflite", 1, repeats=4, warmup=2),
+        ProbeJob("openvino", tmp_path / "broken.tflite", 1, repeats=4, warmup=2),
+        ProbeJob("keras", tmp_path / "m.keras", 2, repeats=2, warmup=1),
     ]
     blocks = []
-    results = bench.measure_interleaved(
+    results = measure_interleaved(
         jobs,
         images,
         rounds=2,
@@ -207,9 +202,12 @@ def test_probe_errors_end_as_one_line(fake_runtime, tmp_path):
         )
 
 
-def test_measure_memory_returns_memory_stats(fake_runtime, tmp_path, monkeypatch):
+def test_probe_memory_returns_memory_stats(fake_runtime, tmp_path, monkeypatch):
     monkeypatch.setenv("FAKERT_MB", "30")
-    mem = bench.measure_memory("openvino", tmp_path / "m.tflite", 1, (16, 16), loader=LOADER)
+    images = np.random.default_rng(0).random((3, 1, 16, 16, 3), dtype=np.float32)
+    result = run_probe("openvino", tmp_path / "m.tflite", 1, images=images, infer=3, loader=LOADER)
+    mem = result.memory
+    assert isinstance(mem, MemoryStats)
     assert 25 <= mem.model_memory_mb <= 40
 
 
@@ -217,7 +215,7 @@ def test_litert_probe_does_not_import_tensorflow():
     """The default loader's imports for litert must stay TensorFlow-free (checked in a child)."""
     code = (
         "import sys, importlib\n"
-        "from unetq.bench import RUNTIME_IMPORTS\n"
+        "from unetq.bench.probe import RUNTIME_IMPORTS\n"
         "for m in RUNTIME_IMPORTS['litert'] + ('unetq.runtimes',): importlib.import_module(m)\n"
         "print('tensorflow' in sys.modules)\n"
     )
@@ -240,7 +238,7 @@ def test_machine_info_has_the_keys():
 
 
 def test_resolve_threads():
-    n = bench.usable_cores()
+    n = usable_cores()
     assert resolve_threads([1, "all"]) == ([1, n] if n > 1 else [1])
     assert resolve_threads("2,all,2") == ([2, n] if n != 2 else [2])
     with pytest.raises(UnetqError):
@@ -250,13 +248,6 @@ def test_resolve_threads():
 
 
 # --- bench_run and the merge ----------------------------------------------------------------
-
-
-@pytest.fixture
-def fake_compress(monkeypatch):
-    compress = ModuleType("unetq.compress")
-    compress.VARIANTS, compress.artifact_path = VARIANTS, artifact_path
-    monkeypatch.setitem(sys.modules, "unetq.compress", compress)
 
 
 def make_run(tmp_path, model_id="xception-f32-bn-e50", files=None):
@@ -270,6 +261,8 @@ def make_run(tmp_path, model_id="xception-f32-bn-e50", files=None):
             "tflite-fp32.tflite": 300,
             "tflite-dynamic-int8.tflite": 100,
             "tflite-int16x8.tflite": 120,
+            "openvino-fp32.xml": 200,
+            "openvino-fp32.bin": 100,
         }
     ).items():
         (d / name).write_bytes(b"x" * size)
@@ -282,19 +275,17 @@ def config(**bench_cfg):
     )
 
 
-def test_bench_run_measures_every_variant_runtime_and_thread_count(
-    fake_runtime, fake_compress, tmp_path
-):
+def test_bench_run_measures_every_variant_runtime_and_thread_count(fake_runtime, tmp_path):
     run_dir = make_run(tmp_path)
     cfg = config(slow_variant_repeats=2, runtimes=["keras", "litert", "openvino"])
     path = bench_run(run_dir, cfg, [1, 3], cfg.bench.repeats, cfg.bench.warmup, loader=LOADER)
     assert path == run_dir / "model_performance_average_results.csv"
     calls = fake_runtime.calls()
-    assert len(calls) == 5 * 2  # keras, fp32 (litert + openvino), dynamic-int8, int16x8
-    assert {"keras model.keras 1", "keras model.keras 3", "openvino tflite-fp32.tflite 3"} <= set(
+    assert len(calls) == 5 * 2  # keras, tflite fp32, dynamic-int8, int16x8, openvino-fp32
+    assert {"keras model.keras 1", "keras model.keras 3", "openvino openvino-fp32.xml 3"} <= set(
         calls
     )
-    assert (run_dir / ".bench" / "xception-f32-bn-e50" / "tflite-fp32@openvino@t3.json").exists()
+    assert (run_dir / ".bench" / "xception-f32-bn-e50" / "openvino-fp32@openvino@t3.json").exists()
     assert json.loads((run_dir / "machine.json").read_text())["logical_cores"] == os.cpu_count()
 
     df = pd.read_csv(path)
@@ -312,10 +303,10 @@ def test_bench_run_measures_every_variant_runtime_and_thread_count(
     assert by.loc[("tflite-fp32", "litert", 1), "repeats"] == 3
     assert by.loc[("tflite-fp32", "litert", 1), "bench_images"] == 8
     assert by.loc[("tflite-fp32", "litert", 1), "load_average_1m"] >= 0
-    assert by.loc[("tflite-fp32", "openvino", 3), "precision"] == "bf16"
-    assert by.loc[("tflite-fp32", "openvino", 3), "size_bytes"] == 300
+    assert by.loc[("openvino-fp32", "openvino", 3), "precision"] == "bf16"
+    assert by.loc[("openvino-fp32", "openvino", 3), "size_bytes"] == 300  # .xml and .bin
     assert by.loc[("keras", "keras", 3), "speedup_vs_keras"] == pytest.approx(1.0)
-    assert by.loc[("keras", "keras", 1), "Quantization"] == "no"
+    assert by.loc[("keras", "keras", 1), "Quantization"] == "no compression"
     assert by.loc[("tflite-dynamic-int8", "litert", 1), "Quantization"] == "default"
     # keras first, then the registry's order
     assert df["variant"].tolist()[:2] == ["keras", "keras"]
@@ -328,7 +319,7 @@ def test_bench_run_measures_every_variant_runtime_and_thread_count(
     assert len(fake_runtime.calls()) == 10 + 4  # not the slow variant: it keeps its repeats
 
 
-def test_bench_run_filters_runtimes_and_models(fake_runtime, fake_compress, tmp_path):
+def test_bench_run_filters_runtimes_and_models(fake_runtime, tmp_path):
     run_dir = make_run(tmp_path)
     (run_dir / "models" / "other-f8-bn-e1").mkdir()
     (run_dir / "models" / "other-f8-bn-e1" / "model.keras").write_bytes(b"x")
@@ -339,7 +330,7 @@ def test_bench_run_filters_runtimes_and_models(fake_runtime, fake_compress, tmp_
     assert len(fake_runtime.calls()) == 3
 
 
-def test_bench_run_keeps_going_then_reports_failures(fake_runtime, fake_compress, tmp_path):
+def test_bench_run_keeps_going_then_reports_failures(fake_runtime, tmp_path):
     run_dir = make_run(tmp_path, files={"model.keras": 10, "tflite-fp32.tflite": 10})
     broken = run_dir / "models" / "broken-f8-bn-e1"  # the fake runtime cannot read this one
     broken.mkdir()
@@ -363,7 +354,7 @@ def image_results(model_id, variant, runtime, fg_iou, n=2):
     ]  # fmt: skip
 
 
-def test_write_average_results_in_either_order(fake_compress, tmp_path):
+def test_write_average_results_in_either_order(tmp_path):
     run_dir = make_run(tmp_path)
     with pytest.raises(UnetqError, match="nothing to merge"):
         write_average_results(run_dir)
@@ -392,7 +383,7 @@ def test_write_average_results_in_either_order(fake_compress, tmp_path):
                 latency_ms_mean=ms, latency_ms_std=0.0, images_per_s=1000 / ms, size_bytes=400,
                 peak_rss_mb=100.0, model_memory_mb=12.5,
             )  # fmt: skip
-            part = bench.bench_part_path(run_dir, "xception-f32-bn-e50", variant, runtime, threads)
+            part = RunFolder(run_dir).bench_part("xception-f32-bn-e50", variant, runtime, threads)
             part.parent.mkdir(parents=True, exist_ok=True)
             part.write_text(json.dumps({"params": {}, "record": record}))
     df = pd.read_csv(write_average_results(run_dir)).set_index(["variant", "threads"])
@@ -418,6 +409,8 @@ model = keras.Model(inp, out)
 model.save(sys.argv[1] + "/model.keras")
 with open(sys.argv[1] + "/tflite-fp32.tflite", "wb") as fh:
     fh.write(tf.lite.TFLiteConverter.from_keras_model(model).convert())
+import openvino as ov
+ov.save_model(ov.convert_model(sys.argv[1] + "/tflite-fp32.tflite"), sys.argv[1] + "/ir.xml")
 """
 
 
@@ -431,7 +424,7 @@ def test_real_runtimes_in_probe_children(tmp_path):
     assert not lite.tensorflow_imported  # LiteRT is measured without TensorFlow's weight
     assert lite.precision == "fp32" and lite.input_hw == [16, 16]
     assert len(lite.latency.samples_ms) == 3
-    ov = run_probe("openvino", tmp_path / "tflite-fp32.tflite", 1, images=images, repeats=3)
+    ov = run_probe("openvino", tmp_path / "ir.xml", 1, images=images, repeats=3)
     assert not ov.tensorflow_imported and ov.precision in ("fp32", "bf16", "fp16")
     keras = run_probe("keras", tmp_path / "model.keras", 1, images=images, repeats=3)
     assert keras.tensorflow_imported and keras.precision == "fp32"
@@ -439,14 +432,14 @@ def test_real_runtimes_in_probe_children(tmp_path):
 
 
 def test_paired_ratio_by_hand():
-    assert bench.paired_ratio([10.0, 20.0, 12.0], [5.0, 5.0, 6.0]) == 2.0  # ratios 2, 4, 2
-    assert np.isnan(bench.paired_ratio([10.0, 20.0], [5.0]))  # not the same rounds
-    assert np.isnan(bench.paired_ratio(None, [5.0]))
-    assert np.isnan(bench.paired_ratio([], []))
-    assert bench.paired_ratio([10.0, 20.0, 30.0], [5.0, None, 10.0]) == 2.5  # rounds 1 and 3
+    assert paired_ratio([10.0, 20.0, 12.0], [5.0, 5.0, 6.0]) == 2.0  # ratios 2, 4, 2
+    assert np.isnan(paired_ratio([10.0, 20.0], [5.0]))  # not the same rounds
+    assert np.isnan(paired_ratio(None, [5.0]))
+    assert np.isnan(paired_ratio([], []))
+    assert paired_ratio([10.0, 20.0, 30.0], [5.0, None, 10.0]) == 2.5  # rounds 1 and 3
 
 
-def test_bench_run_pairs_rounds_with_keras(fake_runtime, fake_compress, tmp_path):
+def test_bench_run_pairs_rounds_with_keras(fake_runtime, tmp_path):
     files = {"model.keras": 10, "tflite-fp32.tflite": 10, "tflite-int16x8.tflite": 10}
     run_dir = make_run(tmp_path, files=files)
     cfg = config(runtimes=["keras", "litert"], rounds=3, repeats=6, slow_variant_repeats=2)
@@ -484,7 +477,7 @@ def test_compare_variants_ratios_are_paired_round_by_round():
     spec.loader.exec_module(module)
 
     def record(variant, runtime, rounds):
-        return bench.BenchRecord(
+        return BenchRecord(
             model_id="m", variant=variant, runtime=runtime, threads=1, precision="fp32",
             repeats=6, warmup=1, latency_ms_median=float(np.median(rounds)), latency_ms_p95=1.0,
             latency_ms_mean=1.0, latency_ms_std=0.0, images_per_s=1.0, size_bytes=10**6,

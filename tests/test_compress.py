@@ -1,5 +1,5 @@
-"""compress.py: every variant round-trips through LiteRT; bad inputs fail in one line and
-leave no artifact behind."""
+"""compress.py: every variant round-trips through its runtime; bad inputs fail in one line and
+leave no artifact behind; the export's rewrites compute the Keras model's values."""
 
 from __future__ import annotations
 
@@ -13,14 +13,21 @@ import pytest
 
 from unetq import compress
 from unetq.config import CompressConfig
+from unetq.convert import Validation
 from unetq.errors import ModelError, UnetqError
+from unetq.export import ALL_REWRITES, lower_for_export
+from unetq.models import build_model, to_input
+from unetq.records import CompressRecord
+from unetq.runfolder import RunFolder, artifact_path, artifact_size, read_json, sidecar_path
 from unetq.runtimes import load_predictor
+from unetq.variants import VARIANTS, validate_variants
 
 keras = pytest.importorskip("keras")
 tf = pytest.importorskip("tensorflow")
 
 SIZE = 32
-TFLITE_VARIANTS = [v for v in compress.VARIANTS if v != "keras"]
+TFLITE_VARIANTS = [v for v in VARIANTS if VARIANTS[v].suffix == ".tflite"]
+OPENVINO_VARIANTS = [v for v in VARIANTS if VARIANTS[v].runtime == "openvino"]
 
 
 def tiny_model(classes: int = 3):
@@ -66,23 +73,35 @@ def model_path(tmp_path_factory) -> Path:
     return save(tiny_model(), tmp_path_factory.mktemp("m") / "models" / "tiny-f16" / "model.keras")
 
 
+def validation(n: int = 6) -> Validation:
+    """Labelled images for the guarded variants: classes from the images' own colours."""
+    x = images(n, seed=7)
+    return Validation(to_input(x), (x[..., 0] // 86).astype(np.uint8), 3, 0)
+
+
 @pytest.fixture(scope="module")
 def compressed(model_path):
     cfg = CompressConfig(calibration_images=8, verify_images=4)
     out = model_path.parent
     records = compress.compress_model(
-        model_path, ["all"], out, images(8, seed=1), images(4, seed=2), cfg
+        model_path,
+        ["all"],
+        out,
+        images(8, seed=1),
+        images(4, seed=2),
+        cfg,
+        validation=validation(),
     )
     return {r.variant: r for r in records}, out
 
 
 def test_every_variant_round_trips_through_litert(compressed, model_path):
     records, out = compressed
-    assert list(records) == list(compress.VARIANTS)
+    assert list(records) == list(VARIANTS)
     fp32 = records["tflite-fp32"]
     for name in TFLITE_VARIANTS:
         rec = records[name]
-        path = compress.artifact_path(out, name)
+        path = artifact_path(out, name)
         assert Path(rec.path) == path and path.is_file()
         assert rec.size_bytes == path.stat().st_size
         assert rec.size_ratio_to_fp32 == pytest.approx(rec.size_bytes / fp32.size_bytes)
@@ -101,11 +120,67 @@ def test_every_variant_round_trips_through_litert(compressed, model_path):
         "tflite-dynamic-int8": "dynamic-int8",
         "tflite-fp16": "fp16-weights",
         "tflite-int8": "int8",
+        "tflite-int8-mixed": "int8",
         "tflite-int16x8": "int16x8",
     }
+    assert not [r.error for r in records.values() if r.error]
     ref = records["keras"]
     assert (ref.agreement, ref.max_abs_diff, ref.convert_seconds) == (1.0, 0.0, 0.0)
     assert ref.size_bytes == model_path.stat().st_size and ref.model_id == "tiny-f16"
+
+
+def test_openvino_variants_are_ir_files_that_match_keras(compressed):
+    records, out = compressed
+    for name in OPENVINO_VARIANTS:
+        rec = records[name]
+        xml = artifact_path(out, name)
+        assert Path(rec.path) == xml and xml.suffix == ".xml" and xml.with_suffix(".bin").is_file()
+        assert rec.size_bytes == artifact_size(xml) > xml.stat().st_size
+        assert rec.agreement > 0.9, name
+        predictor = load_predictor("openvino", xml, threads=1)
+        assert predictor.input_hw == (SIZE, SIZE) and predictor.num_classes == 3
+        assert predictor.precision == rec.precision
+    # the CPU picks the float precision (bf16 where it has it); int8 says so in front
+    assert records["openvino-fp32"].precision in ("fp32", "bf16", "fp16")
+    assert records["openvino-int8"].precision.startswith("int8+")
+    # the guard's outcome is in the sidecar, checked on the validation images
+    details = read_json(sidecar_path(artifact_path(out, "openvino-int8-guarded")))
+    guard = details["details"]
+    assert guard["validation_images"] == 6 and guard["max_iou_drop"] == 0.005
+    assert guard["budget_met"] == (
+        guard["validation_fg_iou_float"] - guard["validation_fg_iou"] <= 0.005 + 1e-9
+    )
+
+
+def test_mixed_variant_writes_its_sensitivity_table(compressed):
+    _, out = compressed
+    table = (out / "tflite-int8-mixed.layers.csv").read_text().splitlines()
+    assert table[0] == "rank,layer,op,sensitivity,kept_float,tensor"
+    rows = list(csv.DictReader(table))
+    assert [int(r["rank"]) for r in rows] == list(range(1, len(rows) + 1))
+    sensitivity = [float(r["sensitivity"]) for r in rows]
+    assert sensitivity == sorted(sensitivity, reverse=True) and len(rows) >= 3
+    details = read_json(sidecar_path(artifact_path(out, "tflite-int8-mixed")))
+    kept = details["details"]["float_layers"]
+    assert kept == [r["layer"] for r in rows if r["kept_float"] == "True"]
+
+
+def test_guarded_variants_need_validation_images(model_path, tmp_path):
+    cfg = CompressConfig(calibration_images=8, verify_images=2)
+    records = compress.compress_model(
+        model_path,
+        ["tflite-fp32", "tflite-int8-mixed", "openvino-int8-guarded"],
+        tmp_path,
+        images(8, seed=1),
+        images(2),
+        cfg,
+    )
+    by = {r.variant: r for r in records}
+    assert by["tflite-fp32"].error == "" and (tmp_path / "tflite-fp32.tflite").is_file()
+    for name in ("tflite-int8-mixed", "openvino-int8-guarded"):
+        assert "needs validation images with masks" in by[name].error, by[name].error
+        assert "\n" not in by[name].error and by[name].size_bytes == 0
+        assert not artifact_path(tmp_path, name).exists()
 
 
 def test_static_shape_and_builtin_ops_only(compressed):
@@ -113,7 +188,7 @@ def test_static_shape_and_builtin_ops_only(compressed):
 
     _, out = compressed
     for name in TFLITE_VARIANTS:
-        interp = Interpreter(model_path=str(compress.artifact_path(out, name)))
+        interp = Interpreter(model_path=str(artifact_path(out, name)))
         interp.allocate_tensors()
         assert list(interp.get_input_details()[0]["shape"]) == [1, SIZE, SIZE, 3]
         ops = {op["op_name"] for op in interp._get_ops_details()}
@@ -123,21 +198,21 @@ def test_static_shape_and_builtin_ops_only(compressed):
 
 def test_rerun_skips_finished_variants_and_redoes_stale_ones(compressed, model_path):
     records, out = compressed
-    paths = {n: compress.artifact_path(out, n) for n in TFLITE_VARIANTS}
+    paths = {n: artifact_path(out, n) for n in VARIANTS if n != "keras"}
     before = {n: p.stat().st_mtime_ns for n, p in paths.items()}
     cfg = CompressConfig(calibration_images=8, verify_images=4)
     again = compress.compress_model(
-        model_path, ["all"], out, images(8, seed=1), images(4, seed=2), cfg
+        model_path, ["all"], out, images(8, seed=1), images(4, seed=2), cfg, validation=validation()
     )
     assert {n: p.stat().st_mtime_ns for n, p in paths.items()} == before
     for rec in again:
         assert rec.convert_seconds == records[rec.variant].convert_seconds
         assert rec.agreement == records[rec.variant].agreement
     # a sidecar lost (interrupted between the two writes) -> that variant is converted again
-    compress.sidecar_path(paths["tflite-fp16"]).unlink()
+    sidecar_path(paths["tflite-fp16"]).unlink()
     compress.compress_model(model_path, ["tflite-fp16"], out, None, images(4, seed=2), cfg)
     assert paths["tflite-fp16"].stat().st_mtime_ns != before["tflite-fp16"]
-    assert compress.sidecar_path(paths["tflite-fp16"]).is_file()
+    assert sidecar_path(paths["tflite-fp16"]).is_file()
 
 
 def test_uint8_io_scales_input_and_output(compressed, model_path, tmp_path):
@@ -248,29 +323,50 @@ def test_non_builtin_op_is_named_with_its_layer(tmp_path):
     x = ErfLayer(name="erf_block")(keras.layers.Conv2D(4, 3, padding="same")(inp))
     out = keras.layers.Conv2D(3, 1, activation="softmax")(x)
     path = save(keras.Model(inp, out), tmp_path / "odd.keras")
-    with pytest.raises(ModelError) as exc:
-        compress.compress_model(path, ["tflite-fp32"], tmp_path, None, images(1), CompressConfig())
-    one_line(exc, "Erf", "erf_block", str(path))
+    variants = ["keras", "tflite-fp32", "openvino-fp32"]
+    records = compress.compress_model(path, variants, tmp_path, None, images(1), CompressConfig())
+    by = {r.variant: r for r in records}
+    assert by["keras"].error == ""  # the other variants still finish
+    for name in ("tflite-fp32", "openvino-fp32"):  # both go through the TFLite converter
+        error = by[name].error
+        assert "\n" not in error and "Erf" in error and "erf_block" in error and str(path) in error
     assert no_artifacts(tmp_path)
 
 
+def test_cli_names_a_variant_it_could_not_make_in_one_line(model_path, tmp_path):
+    proc = run_cli(
+        "--model", str(model_path), "--variants", "tflite-fp32,tflite-int8-mixed",
+        "--out", "out", "--calibration-images", "4", "--verify-images", "2", cwd=tmp_path,
+    )  # fmt: skip
+    assert proc.returncode == 2
+    [line] = [ln for ln in proc.stderr.splitlines() if ln.strip()]
+    assert line.startswith("error: 1 of 2 variants not made: tflite-int8-mixed: ")
+    assert "needs validation images with masks" in line and "Traceback" not in proc.stdout
+    rows = list(csv.DictReader(RunFolder(tmp_path / "out").compressed_csv.open()))
+    assert [(r["variant"], bool(r["error"])) for r in rows] == [
+        ("tflite-fp32", False),
+        ("tflite-int8-mixed", True),
+    ]
+    assert (tmp_path / "out" / "tflite-fp32.tflite").is_file()
+
+
 def test_validate_variants():
-    assert compress.validate_variants(["all"]) == list(compress.VARIANTS)
-    assert compress.validate_variants("tflite-int8,keras,tflite-int8") == ["tflite-int8", "keras"]
+    assert validate_variants(["all"]) == list(VARIANTS)
+    assert validate_variants("tflite-int8,keras,tflite-int8") == ["tflite-int8", "keras"]
     with pytest.raises(UnetqError, match="choose from all, keras"):
-        compress.validate_variants(["fp8"])
-    assert compress.artifact_path(Path("m"), "keras") == Path("m/model.keras")
-    assert compress.artifact_path(Path("m"), "tflite-fp16") == Path("m/tflite-fp16.tflite")
-    assert compress.VARIANTS["tflite-int16x8"].slow
-    assert compress.VARIANTS["tflite-dynamic-int8"].study_name == "default"
-    assert compress.VARIANTS["tflite-fp16"].study_name == "float16"
-    assert compress.VARIANTS["keras"].study_name == "no compression"
+        validate_variants(["fp8"])
+    assert artifact_path(Path("m"), "keras") == Path("m/model.keras")
+    assert artifact_path(Path("m"), "tflite-fp16") == Path("m/tflite-fp16.tflite")
+    assert VARIANTS["tflite-int16x8"].slow
+    assert VARIANTS["tflite-dynamic-int8"].study_name == "default"
+    assert VARIANTS["tflite-fp16"].study_name == "float16"
+    assert VARIANTS["keras"].study_name == "no compression"
 
 
 def test_csv_rows_keep_other_models(compressed, tmp_path):
     records, _ = compressed
-    path = tmp_path / compress.COMPRESSED_CSV
-    other = compress.CompressRecord("other", "keras", "x", 1, 1.0, 0.0, 1.0, 0.0, 1)
+    path = RunFolder(tmp_path).compressed_csv
+    other = CompressRecord("other", "keras", "x", 1, 1.0, 0.0, 1.0, 0.0, 1)
     compress.write_compress_csv(path, [other])
     compress.write_compress_csv(path, list(records.values()))
     rows = list(csv.DictReader(path.open()))
@@ -280,32 +376,43 @@ def test_csv_rows_keep_other_models(compressed, tmp_path):
 
 
 def test_compression_images_random_or_from_dataset(monkeypatch):
-    cal, ver, note = compress.compression_images((8, 8), 5, 3, None)
-    again = compress.compression_images((8, 8), 5, 3, None)
+    cfg = CompressConfig(calibration_images=5, verify_images=3)
+    cal, ver = compress.random_images((8, 8), cfg)
+    again = compress.random_images((8, 8), cfg)
     assert cal.shape == (5, 8, 8, 3) and ver.shape == (3, 8, 8, 3) and cal.dtype == np.uint8
-    assert np.array_equal(cal, again[0]) and "not representative" in note
+    assert np.array_equal(cal, again[0]) and "not representative" in compress.RANDOM_IMAGES_WARNING
 
     import types
-
-    import unetq.data as data
 
     train = types.SimpleNamespace(
         images=np.arange(10, dtype=np.uint8)[:, None, None, None] * np.ones((1, 8, 8, 3), np.uint8)
     )
-    val = types.SimpleNamespace(images=np.full((4, 8, 8, 3), 200, np.uint8))
-    seen = {}
-    monkeypatch.setattr(
-        data, "open_dataset", lambda cfg, progress=None: seen.setdefault("cfg", cfg)
+    val = types.SimpleNamespace(
+        images=np.full((4, 8, 8, 3), 200, np.uint8), masks=np.ones((4, 8, 8), np.uint8)
     )
+    seen = {}
+
+    def open_dataset(data_cfg, progress=None):
+        seen["cfg"] = data_cfg
+        return types.SimpleNamespace(
+            root=Path("fake"), synthetic=False, note="", num_classes=2, background_class=0
+        )
+
+    monkeypatch.setattr("unetq.compress.open_dataset", open_dataset)
     monkeypatch.setattr(
-        data,
-        "load_split",
+        "unetq.compress.load_split",
         lambda index, split, size, progress=None: train if split == "train" else val,
     )
-    cal, ver, _ = compress.compression_images((8, 8), 5, 3, compress.data_config(None, "folder"))
+    cal, ver, _, _ = compress.dataset_images((8, 8), cfg, compress.data_config(None, "folder"))
     assert seen["cfg"].image_size == 8
     assert len(cal) == 5 and len(set(cal[:, 0, 0, 0])) == 5  # distinct training images
+    assert cal[:, 0, 0, 0].tolist() == [0, 1, 2, 3, 4]  # the first ones: the study's rule
     assert ver.shape == (3, 8, 8, 3) and (ver == 200).all()
+    # the rule itself: first N training images calibrate, first K validation images verify
+    cal, ver = compress.compression_images(train.images, val.images, cfg)
+    assert np.array_equal(cal, train.images[:5]) and np.array_equal(ver, val.images[:3])
+    _, ver = compress.compression_images(train.images, val.images[:0], cfg)
+    assert np.array_equal(ver, train.images[:3])  # no validation split: training images
 
 
 def run_cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
@@ -336,7 +443,7 @@ def test_cli_writes_variants_csv_and_table(model_path, tmp_path):
     assert result.returncode == 0, result.stderr[-2000:]
     assert "not representative" in result.stdout  # random calibration data is flagged
     assert "tflite-int8" in result.stdout and "agreement" in result.stdout
-    rows = list(csv.DictReader((tmp_path / "out" / compress.COMPRESSED_CSV).open()))
+    rows = list(csv.DictReader(RunFolder(tmp_path / "out").compressed_csv.open()))
     assert [r["variant"] for r in rows] == ["keras", "tflite-fp32", "tflite-int8"]
     assert rows[0]["Quantization"] == "no compression" and rows[2]["io_dtype"] == "uint8"
     assert (tmp_path / "out" / "tflite-int8.tflite").is_file()
@@ -374,12 +481,12 @@ def test_nearest_upsampling_is_lowered_to_the_same_values():
     x = np.random.default_rng(0).random((2, 5, 7, 4), dtype=np.float32)
     inp = keras.Input((5, 7, 4))
     model = keras.Model(inp, keras.layers.UpSampling2D((3, 2))(inp))
-    lowered = compress.with_delegable_upsampling(model)
+    lowered = lower_for_export(model, ("delegable-upsampling",))
     assert lowered is not model
     assert lowered.output.shape == (None, 15, 14, 4)
     np.testing.assert_array_equal(lowered(x), np.repeat(np.repeat(x, 3, axis=1), 2, axis=2))
     plain = tiny_model()
-    assert compress.with_delegable_upsampling(plain) is plain  # nothing to lower
+    assert lower_for_export(plain, ("delegable-upsampling",)) is plain  # nothing to lower
 
 
 def test_exported_upsampling_has_no_tile_and_matches_keras(tmp_path):
@@ -395,7 +502,76 @@ def test_exported_upsampling_has_no_tile_and_matches_keras(tmp_path):
     fp32 = next(r for r in records if r.variant == "tflite-fp32")
     assert fp32.max_abs_diff < 1e-5 and fp32.agreement == 1.0
     for name in variants:
-        interp = Interpreter(model_path=str(compress.artifact_path(path.parent, name)))
+        interp = Interpreter(model_path=str(artifact_path(path.parent, name)))
         ops = [op["op_name"] for op in interp._get_ops_details()]
         assert "TILE" not in ops and "CONCATENATION" in ops, (name, ops)
         assert "RESIZE_BILINEAR" in ops, (name, ops)  # bilinear is not touched
+
+
+def decoder_block(size: int = 8):
+    """The xception decoder's shapes in small: stride-1 Conv2DTranspose, nearest upsampling of
+    the main path, and a 1x1 Conv2D that reads only the upsampled residual."""
+    inp = keras.Input((size, size, 6))
+    x = keras.layers.Conv2DTranspose(5, 3, padding="same", activation="relu")(inp)
+    x = keras.layers.UpSampling2D(2)(x)
+    residual = keras.layers.Conv2D(5, 1, padding="same")(keras.layers.UpSampling2D(2)(inp))
+    x = keras.layers.add([x, residual])
+    return keras.Model(inp, keras.layers.Conv2D(3, 3, padding="same", activation="softmax")(x))
+
+
+@pytest.mark.parametrize("rewrites", [(r,) for r in ALL_REWRITES] + [ALL_REWRITES])
+def test_every_export_rewrite_computes_the_keras_values(rewrites):
+    keras.utils.set_random_seed(4)
+    model = decoder_block()
+    x = np.random.default_rng(1).random((2, 8, 8, 6), dtype=np.float32)
+    lowered = lower_for_export(model, rewrites)
+    assert lowered is not model
+    np.testing.assert_allclose(lowered(x), model(x), atol=1e-6)
+    kinds = [type(layer).__name__ for layer in lowered.layers]
+    if "flip-transposed-conv" in rewrites:
+        assert "Conv2DTranspose" not in kinds
+    if "pointwise-before-upsampling" in rewrites:  # the 1x1 conv reads the 8x8 input now
+        assert pointwise_input_sizes(lowered) == [8]
+
+
+def pointwise_input_sizes(model) -> list[int]:
+    """Input heights of the model's 1x1 convolutions, in this model's own graph (layers are
+    shared with the model it was lowered from, so `layer.input` would be that one's)."""
+    return [
+        node.input_tensors[0].shape[1]
+        for depth in model._nodes_by_depth.values()
+        for node in depth
+        if getattr(node.operation, "kernel_size", None) == (1, 1)
+    ]
+
+
+def test_rewrites_of_the_xception_unet_match_keras_and_leave_it_untouched():
+    keras.utils.set_random_seed(5)
+    model = build_model("xception", 4, True, 3, 32)
+    x = np.random.default_rng(2).random((2, 32, 32, 3), dtype=np.float32)
+    before = model(x)
+    for rewrites in ((), ALL_REWRITES, ALL_REWRITES):  # twice: the layers are shared
+        lowered = lower_for_export(model, rewrites)
+        np.testing.assert_allclose(lowered(x), before, atol=1e-5)
+    # the encoder's residuals run at 8, 4, 2 px; the decoder's before upsampling now: 2, 4, 8, 16
+    assert sorted(pointwise_input_sizes(model)) == [2, 4, 4, 8, 8, 16, 32]
+    assert sorted(pointwise_input_sizes(lower_for_export(model))) == [2, 2, 4, 4, 8, 8, 16]
+    np.testing.assert_array_equal(model(x), before)  # the trained model is unchanged
+
+
+def test_openvino_softmax_moves_to_the_channel_axis():
+    ov = pytest.importorskip("openvino")
+    import openvino.opset13 as ops
+
+    from unetq.convert.openvino import softmax_channels_first
+
+    x = np.random.default_rng(3).standard_normal((1, 6, 5, 3)).astype(np.float32)
+    param = ops.parameter([1, 6, 5, 3], np.float32)
+    model = softmax_channels_first(ov.Model([ops.softmax(param, -1)], [param]))
+    kinds = [op.get_type_name() for op in model.get_ordered_ops()]
+    assert kinds.count("Transpose") == 2
+    [softmax] = [op for op in model.get_ordered_ops() if op.get_type_name() == "Softmax"]
+    assert int(softmax.get_attributes()["axis"]) == 1
+    got = ov.Core().compile_model(model, "CPU", {"INFERENCE_PRECISION_HINT": "f32"})(x)[0]
+    e = np.exp(x - x.max(-1, keepdims=True))
+    np.testing.assert_allclose(got, e / e.sum(-1, keepdims=True), atol=1e-6)

@@ -19,16 +19,15 @@ from unetq.config import DataConfig
 from unetq.data import (
     cache_dir,
     load_split,
-    make_tf_dataset,
     open_dataset,
     read_image,
     read_mask,
     scan_dataset,
-    to_input,
     write_synthetic,
 )
-from unetq.data.index import SplitArrays, limit_splits, seed_split
+from unetq.data.index import limit_splits, seed_split
 from unetq.errors import DataError
+from unetq.models import to_input
 
 # Read before the autouse fixture below clears UNETQ_DATA_DIR for the other tests.
 REAL_DATA = {var: os.environ.get(var) for var in ("UNETQ_DATA_DIR", "UNETQ_SHARED_DATA")}
@@ -384,29 +383,6 @@ def test_to_input_scales_to_unit_range():
     x = to_input(np.array([[0, 51, 255]], dtype=np.uint8))
     assert x.dtype == np.float32
     np.testing.assert_allclose(x, [[0.0, 0.2, 1.0]])
-
-
-def test_make_tf_dataset_flip_keeps_image_and_mask_aligned():
-    rng = np.random.default_rng(0)
-    images = rng.integers(0, 256, size=(16, 8, 8, 3), dtype=np.uint8)
-    masks = images[..., 0] % 3  # the mask is a pixelwise function of the image
-    arrays = SplitArrays([f"n{i}" for i in range(16)], images, masks.astype(np.uint8))
-    ds = make_tf_dataset(arrays, batch_size=5, shuffle=True, augment=True, seed=3)
-    flipped = kept = 0
-    originals = {img.tobytes(): False for img in images}
-    originals.update({img[:, ::-1].tobytes(): True for img in images})
-    for x, y in ds:
-        x, y = x.numpy(), y.numpy()
-        assert x.dtype == np.float32 and y.dtype == np.int32 and 0 <= x.min() <= x.max() <= 1
-        as_uint8 = np.rint(x * 255).astype(np.uint8)
-        np.testing.assert_array_equal(y, as_uint8[..., 0] % 3)
-        for img in as_uint8:
-            was_flipped = originals[img.tobytes()]
-            flipped += was_flipped
-            kept += not was_flipped
-    assert flipped + kept == 16 and flipped > 0 and kept > 0
-    plain = [b[0].numpy() for b in make_tf_dataset(arrays, 16, shuffle=False, augment=False)]
-    np.testing.assert_array_equal(np.rint(plain[0] * 255).astype(np.uint8), images)
 
 
 # --- synthetic -------------------------------------------------------------------------------

@@ -1,20 +1,19 @@
 """evaluate: per-image scoring, summaries, and the resumable run over fake models and runtimes."""
 
 import os
-import sys
 from pathlib import Path
-from types import ModuleType, SimpleNamespace
+from types import SimpleNamespace
 
 import numpy as np
 import pandas as pd
 import pytest
 
-from fakes import VARIANTS, artifact_path
-from unetq import evaluate
 from unetq.config import StudyConfig
 from unetq.errors import ModelError
-from unetq.evaluate import evaluate_predictor, evaluate_run, result_rows, summarize
+from unetq.evaluate import evaluate_predictor, evaluate_run
 from unetq.metrics import agreement
+from unetq.results import model_factors, result_rows, summarize
+from unetq.runfolder import artifact_path
 
 S = 16  # image size (the config's minimum)
 
@@ -150,25 +149,23 @@ def fake_run(tmp_path, monkeypatch):
             maps[:, 0, :] = 1  # the compressed model misses the first row
         return MapPredictor(maps, runtime=runtime)
 
-    compress = ModuleType("unetq.compress")
-    compress.VARIANTS, compress.artifact_path = VARIANTS, artifact_path
-    runtimes = ModuleType("unetq.runtimes")
-    runtimes.load_predictor = load_predictor
-    monkeypatch.setitem(sys.modules, "unetq.compress", compress)
-    monkeypatch.setitem(sys.modules, "unetq.runtimes", runtimes)
-
     def load_split(index, split, size, progress=None):
         assert (split, size) == ("test", S)
         return arrays
 
-    monkeypatch.setattr("unetq.data.load_split", load_split)
+    monkeypatch.setattr("unetq.evaluate.load_predictor", load_predictor)
+    monkeypatch.setattr("unetq.evaluate.load_split", load_split)
     run_dir = tmp_path / "run"
     for model_id in ["xception-f32-bn-e50", "classic-f16-nobn-e5"]:
         d = run_dir / "models" / model_id
         d.mkdir(parents=True)
-        for name in ["model.keras", "tflite-fp32.tflite", "tflite-int16x8.tflite"]:
-            (d / name).write_bytes(b"x")
+        for variant in ["keras", "tflite-fp32", "tflite-int16x8", "openvino-fp32"]:
+            artifact_path(d, variant).write_bytes(b"x")
+        (d / "openvino-fp32.bin").write_bytes(b"w")
     (run_dir / "models" / ".train").mkdir()
+    orphan = run_dir / "models" / "orphan-f8-bn-e1"  # no model.keras: not one of the run's models
+    orphan.mkdir()
+    artifact_path(orphan, "tflite-fp32").write_bytes(b"x")
     cfg = StudyConfig.model_validate(
         {"data": {"image_size": S}, "evaluate": {"slow_variant_max_images": 2}}
     )
@@ -180,20 +177,20 @@ def test_evaluate_run_writes_every_model_variant_runtime(fake_run):
     path = evaluate_run(fake_run.run_dir, fake_run.index, "test", fake_run.cfg)
     assert path == fake_run.run_dir / "model_performance_individual_results.csv"
     df = pd.read_csv(path, dtype={"image": str})
-    # keras runs first for each model; openvino on tflite-fp32 since it is in bench.runtimes
+    # keras runs first for each model, then the registry's order, each on its runtime
     assert fake_run.calls == [
         ("classic-f16-nobn-e5", "model", "keras"),
         ("classic-f16-nobn-e5", "tflite-fp32", "litert"),
-        ("classic-f16-nobn-e5", "tflite-fp32", "openvino"),
         ("classic-f16-nobn-e5", "tflite-int16x8", "litert"),
+        ("classic-f16-nobn-e5", "openvino-fp32", "openvino"),
         ("xception-f32-bn-e50", "model", "keras"),
         ("xception-f32-bn-e50", "tflite-fp32", "litert"),
-        ("xception-f32-bn-e50", "tflite-fp32", "openvino"),
         ("xception-f32-bn-e50", "tflite-int16x8", "litert"),
+        ("xception-f32-bn-e50", "openvino-fp32", "openvino"),
     ]
     counts = df.groupby(["model_id", "variant", "runtime"]).size()
     assert counts[("xception-f32-bn-e50", "keras", "keras")] == 5
-    assert counts[("xception-f32-bn-e50", "tflite-fp32", "openvino")] == 5
+    assert counts[("xception-f32-bn-e50", "openvino-fp32", "openvino")] == 5
     assert counts[("xception-f32-bn-e50", "tflite-int16x8", "litert")] == 2  # slow variant
     assert len(df) == 2 * (5 + 5 + 5 + 2)
     assert [f"cm_{t}_{p}" for t in range(3) for p in range(3)] == list(df.columns[-9:])
@@ -204,7 +201,7 @@ def test_evaluate_run_writes_every_model_variant_runtime(fake_run):
         32,
         "BatchNorm",
     )
-    assert row.Quantization == "no" and row.Image_Name == row.image == "img_0"
+    assert row.Quantization == "no compression" and row.Image_Name == row.image == "img_0"
     assert row.IoU_score == row.fg_iou == 1.0
     lite = df[(df.variant == "tflite-fp32") & (df.runtime == "litert")]
     expected = [1 - S / (S * S) + np.mean(m[0] == 1) * S / (S * S) for m in fake_run.masks]
@@ -238,11 +235,16 @@ def test_evaluate_run_resumes_from_part_files(fake_run):
     evaluate_run(fake_run.run_dir, fake_run.index, "test", fake_run.cfg)
     assert fake_run.calls == [("xception-f32-bn-e50", "model", "keras")]
     assert csv.read_text() == first
-    # a model re-exported after its part was written is evaluated again
+    # new file times alone (a copied or touched run folder) redo nothing
     fake_run.calls.clear()
     artifact = fake_run.run_dir / "models" / "classic-f16-nobn-e5" / "tflite-int16x8.tflite"
     later = part.stat().st_mtime + 10
     os.utime(artifact, (later, later))
+    evaluate_run(fake_run.run_dir, fake_run.index, "test", fake_run.cfg)
+    assert fake_run.calls == []
+    assert csv.read_text() == first
+    # a model re-exported after its part was written (new content) is evaluated again
+    artifact.write_bytes(b"y")
     evaluate_run(fake_run.run_dir, fake_run.index, "test", fake_run.cfg)
     assert fake_run.calls == [("classic-f16-nobn-e5", "tflite-int16x8", "litert")]
 
@@ -258,7 +260,8 @@ def test_evaluate_run_redoes_parts_when_the_image_count_changes(fake_run):
 
 
 def test_evaluate_run_without_openvino_and_without_models(fake_run, tmp_path):
-    fake_run.cfg.bench.runtimes = ["keras", "litert"]
+    for xml in fake_run.run_dir.glob("models/*/openvino-fp32.bin"):
+        xml.unlink()  # an IR without its weights is not a variant to run
     df = pd.read_csv(evaluate_run(fake_run.run_dir, fake_run.index, "test", fake_run.cfg))
     assert set(df.runtime) == {"keras", "litert"}
     with pytest.raises(ModelError, match="no trained models"):
@@ -266,7 +269,7 @@ def test_evaluate_run_without_openvino_and_without_models(fake_run, tmp_path):
 
 
 def test_model_factors_from_id_and_trained_csv():
-    assert evaluate.model_factors("classic-f16-nobn-e5") == {
+    assert model_factors("classic-f16-nobn-e5") == {
         "Epoch": 5,
         "Filters": 16,
         "Normalization": "NoBatchNorm",
@@ -274,9 +277,9 @@ def test_model_factors_from_id_and_trained_csv():
     trained = pd.DataFrame(
         {"model_id": ["odd"], "epochs": [7], "filters": [8], "batchnorm": [True]}
     )
-    assert evaluate.model_factors("odd", trained) == {
+    assert model_factors("odd", trained) == {
         "Epoch": 7,
         "Filters": 8,
         "Normalization": "BatchNorm",
     }
-    assert evaluate.model_factors("odd")["Epoch"] is None
+    assert model_factors("odd")["Epoch"] is None

@@ -28,9 +28,11 @@ from unetq.evaluate import (
 )
 from unetq.report import build_report
 from unetq.report.tables import main_table
+from unetq.runfolder import RunFolder
+from unetq.variants import VARIANTS as REGISTRY
 
 OTHER_IMAGES = 6
-PAIRS = [(COMPRESSED, v, "litert" if v != "keras" else "keras") for v in VARIANTS] + [
+PAIRS = [(COMPRESSED, v, REGISTRY[v].runtime) for v in VARIANTS] + [
     (m, "keras", "keras") for m in MODELS if m != COMPRESSED
 ]
 
@@ -85,16 +87,16 @@ def test_split_all_is_every_pair_in_name_order(tmp_path, monkeypatch):
 
 
 def test_cross_mode_and_name(tmp_path):
-    run_dir = tmp_path / "run"
-    run_dir.mkdir()
+    run = RunFolder(tmp_path / "run")
+    run.root.mkdir()
     data = DataConfig()
-    assert not is_cross(run_dir, data, tmp_path / "x", None)  # run's dataset unknown
-    assert is_cross(run_dir, data, None, "mine")
-    (run_dir / "dataset.json").write_text(json.dumps({"root": str(tmp_path / "pets")}))
-    assert not is_cross(run_dir, data, tmp_path / "pets", None)
-    assert not is_cross(run_dir, data, tmp_path / "x" / ".." / "pets", None)
-    assert is_cross(run_dir, data, tmp_path / "other", None)
-    assert not is_cross(run_dir, data, None, None)
+    assert not is_cross(run, data, tmp_path / "x", None)  # run's dataset unknown
+    assert is_cross(run, data, None, "mine")
+    run.dataset.write_text(json.dumps({"root": str(tmp_path / "pets")}))
+    assert not is_cross(run, data, tmp_path / "pets", None)
+    assert not is_cross(run, data, tmp_path / "x" / ".." / "pets", None)
+    assert is_cross(run, data, tmp_path / "other", None)
+    assert not is_cross(run, data, None, None)
     assert cross_name(None, tmp_path / "isbi2012-membrane") == "isbi2012-membrane"
     assert cross_name("dsb", tmp_path / "x") == "dsb"
     for bad in ("../up", "a/b", ".hidden", ""):
@@ -168,7 +170,7 @@ def test_evaluate_cross_writes_results_report_and_resumes(tiny, other, tmp_path,
         calls.append((artifact.parent.name, artifact.stem, runtime))
         return real(runtime, artifact, *args, **kwargs)
 
-    monkeypatch.setattr(unetq.runtimes, "load_predictor", counting)
+    monkeypatch.setattr("unetq.evaluate.load_predictor", counting)
     evaluate_cross(run_dir, index, "shapes", cfg)
     assert calls == [] and stamps == {p: p.stat().st_mtime_ns for p in stamps}
     lost = out / ".eval" / COMPRESSED / "tflite-int8.csv"
@@ -197,23 +199,23 @@ def test_incompatible_classes_is_a_data_error(tiny, tmp_path):
 
 def test_cli_evaluate_cross_and_own_dataset(tiny, other, tmp_path):
     run_dir = copy_run(tiny, tmp_path / "run")
-    # the wiring is under test here, not keras: keep only the LiteRT variants (fast to load)
+    # the wiring is under test here, not keras: keep one model (a model is listed by its
+    # model.keras, so its keras variant stays)
     shutil.rmtree(run_dir / "models" / "xception-f8-bn-e2")
-    (run_dir / "models" / COMPRESSED / "model.keras").unlink()
     runner = CliRunner()
     result = runner.invoke(app, ["evaluate", "--run", str(run_dir), "--data-dir", str(other)])
     assert result.exit_code == 0, result.output
     assert "dataset 'other-shapes' (every image)" in result.output
     out = run_dir / "cross" / "other-shapes"
     avg = pd.read_csv(out / "model_performance_average_results.csv")
-    assert sorted(avg.variant) == ["tflite-fp32", "tflite-int8"]
+    assert sorted(avg.variant) == ["keras", "openvino-fp32", "tflite-fp32", "tflite-int8"]
     assert (avg.n_images == OTHER_IMAGES).all()
     # the run's own dataset folder is not cross mode: its test split, the run's CSVs
     own = json.loads((run_dir / "dataset.json").read_text())["root"]
     result = runner.invoke(app, ["evaluate", "--run", str(run_dir), "--data-dir", own])
     assert result.exit_code == 0, result.output
     df = pd.read_csv(run_dir / "model_performance_individual_results.csv")
-    assert set(df.split) == {"test"} and len(df) == 2 * 4
+    assert set(df.split) == {"test"} and len(df) == 4 * 4
     assert sorted(p.name for p in (run_dir / "cross").iterdir()) == ["other-shapes"]
 
 

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import sys
-
 import numpy as np
 import pytest
 
@@ -165,22 +163,22 @@ def test_tflite_export_with_builtin_ops_only(arch):
     np.testing.assert_allclose(lite, keras_out, atol=1e-4)
 
 
-def test_cli_models_prints_params_and_gmacs(monkeypatch, capsys):
+def test_cli_models_prints_params_and_gmacs(capsys):
     from unetq import cli
 
-    monkeypatch.setattr(sys, "argv", ["unetq", "models", "--arch", "xception", "--filters", "32"])
-    cli.main()
+    with pytest.raises(SystemExit) as info:
+        cli.main(["models", "--arch", "xception", "--filters", "32"])
+    assert info.value.code == 0
     out = capsys.readouterr().out
     assert "2,058,979 parameters" in out
     assert "1.00 GMAC per image" in out
 
 
-def test_cli_models_unknown_arch_is_one_line(monkeypatch, capsys):
+def test_cli_models_unknown_arch_is_one_line(capsys):
     from unetq import cli
 
-    monkeypatch.setattr(sys, "argv", ["unetq", "models", "--arch", "unet3d"])
     with pytest.raises(SystemExit) as info:
-        cli.main()
+        cli.main(["models", "--arch", "unet3d"])
     assert info.value.code == 2
     err = capsys.readouterr().err.strip()
     assert err == "error: unknown architecture 'unet3d' (choose from classic, xception)"

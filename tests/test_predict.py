@@ -37,9 +37,9 @@ def test_masks_have_each_images_size_and_bad_files_are_skipped(tiny, images, tmp
 
 
 def test_openvino_runtime_gives_the_litert_classes(tiny, images, tmp_path):
-    model = tiny.run_dir / "models" / COMPRESSED / "tflite-fp32.tflite"
-    predict_images(model, images, tmp_path / "lite", runtime="litert")
-    predict_images(model, images, tmp_path / "ov", runtime="openvino")
+    folder = tiny.run_dir / "models" / COMPRESSED
+    predict_images(folder / "tflite-fp32.tflite", images, tmp_path / "lite")
+    predict_images(folder / "openvino-fp32.xml", images, tmp_path / "ov")  # runtime from suffix
     a = np.asarray(Image.open(tmp_path / "lite" / "a_mask.png"))
     b = np.asarray(Image.open(tmp_path / "ov" / "a_mask.png"))
     assert (a == b).mean() > 0.95

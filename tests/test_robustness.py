@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import os
 import shutil
 
 import numpy as np
@@ -11,11 +12,13 @@ import pytest
 from typer.testing import CliRunner
 
 import unetq.runtimes
-from tinyrun import COMPRESSED, MODELS, TEST_IMAGES, VARIANTS, copy_run, tiny_config, tiny_run
+from tinyrun import COMPRESSED, MODELS, TEST_IMAGES, copy_run, tiny_config, tiny_run
+from tinyrun import ROBUSTNESS_VARIANTS as VARIANTS
 from unetq.cli import app
 from unetq.data import open_dataset
 from unetq.errors import ConfigError
-from unetq.robustness import PART_DIR, choose_models, robustness_run
+from unetq.robustness import choose_models, robustness_run
+from unetq.runfolder import RunFolder
 
 CONDITIONS = ["gaussian_noise", "occlusion"]
 SEVERITIES = [1, 2]
@@ -43,7 +46,7 @@ def loads(monkeypatch):
         calls.append((artifact.parent.name, artifact.stem))
         return real(runtime, artifact, *args, **kwargs)
 
-    monkeypatch.setattr(unetq.runtimes, "load_predictor", counting)
+    monkeypatch.setattr("unetq.robustness.load_predictor", counting)
     return calls
 
 
@@ -53,7 +56,7 @@ def _run(run_dir, cfg=None):
 
 
 def _mtimes(run_dir):
-    return {p.name: p.stat().st_mtime_ns for p in (run_dir / PART_DIR).glob("*.csv")}
+    return {p.name: p.stat().st_mtime_ns for p in RunFolder(run_dir).robustness_parts()}
 
 
 def test_rows_changes_and_agreement(finished):
@@ -64,7 +67,7 @@ def test_rows_changes_and_agreement(finished):
     got = list(zip(df.model_id, df.variant, df.condition, df.severity, strict=True))
     assert len(got) == len(expected) == 4 * 5 and set(got) == expected
     assert (df.n_images == TEST_IMAGES).all()
-    assert "images_key" not in df.columns
+    assert "images_key" not in df.columns and "artifact_sha256" not in df.columns
     clean = df[df.condition == "clean"].set_index(["model_id", "variant"])
     for metric in ("fg_iou", "fg_dice", "miou"):
         base = [clean.loc[(m, v), metric] for m, v in zip(df.model_id, df.variant, strict=True)]
@@ -78,7 +81,15 @@ def test_rows_changes_and_agreement(finished):
 
 def test_rerun_skips_finished_parts_and_redoes_a_deleted_one(tiny, finished, tmp_path, loads):
     run_dir = tmp_path / "run"
-    shutil.copytree(finished, run_dir)  # keeps modification times
+    shutil.copytree(finished, run_dir)
+    run = RunFolder(run_dir)
+    # artifacts newer than the parts (a touched or copied folder): same content, still finished
+    for model_id in MODELS:
+        for variant in VARIANTS:
+            artifact = run.artifact(model_id, variant)
+            if artifact.exists():
+                later = artifact.stat().st_mtime + 10
+                os.utime(artifact, (later, later))
     first = pd.read_csv(run_dir / "robustness.csv")
     before = _mtimes(run_dir)
     assert sorted(before) == [
@@ -93,7 +104,7 @@ def test_rerun_skips_finished_parts_and_redoes_a_deleted_one(tiny, finished, tmp
     assert loads == [] and _mtimes(run_dir) == before
     pd.testing.assert_frame_equal(again, first)
 
-    (run_dir / PART_DIR / "occlusion-2.csv").unlink()
+    run.robustness_part("occlusion", 2).unlink()
     redone = pd.read_csv(_run(run_dir))
     after = _mtimes(run_dir)
     assert {k for k in after if after[k] != before.get(k)} == {"occlusion-2.csv"}
@@ -107,6 +118,15 @@ def test_rerun_skips_finished_parts_and_redoes_a_deleted_one(tiny, finished, tmp
     fewer = pd.read_csv(_run(run_dir, cfg))
     assert (fewer.n_images == 3).all() and len(fewer) == len(first)
     assert all(after[k] != v for k, v in _mtimes(run_dir).items())
+
+    # an artifact with new content (re-exported) makes every part that used it stale
+    loads.clear()
+    times = _mtimes(run_dir)
+    fp32 = run.artifact(COMPRESSED, "tflite-fp32")
+    fp32.write_bytes(run.artifact(COMPRESSED, "tflite-int8").read_bytes())
+    _run(run_dir, cfg)
+    assert all(times[k] != v for k, v in _mtimes(run_dir).items())
+    assert (COMPRESSED, "tflite-fp32") in loads
 
 
 def test_choose_models_one_per_filter_width(tmp_path):
@@ -143,7 +163,7 @@ def test_unknown_condition_or_variant_is_a_config_error(tiny, tmp_path, loads):
     cfg.robustness.variants = ["keras", "tflite-int3"]
     with pytest.raises(ConfigError, match="tflite-int3"):
         _run(run_dir, cfg)
-    assert loads == [] and not (run_dir / PART_DIR).exists()
+    assert loads == [] and not RunFolder(run_dir).robustness_part("clean", 0).parent.exists()
 
 
 def test_cli_robustness(tiny, tmp_path):

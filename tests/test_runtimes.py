@@ -50,13 +50,13 @@ def artifacts(tmp_path_factory):
     model_path = folder / "model.keras"
     build_model().save(model_path)
     cfg = CompressConfig(calibration_images=8, verify_images=2, int8_io="uint8")
-    compress_model(
-        model_path, ["tflite-fp32", "tflite-int8"], folder, images(8, 1), images(2, 2), cfg
-    )
+    variants = ["tflite-fp32", "tflite-int8", "openvino-fp32"]
+    compress_model(model_path, variants, folder, images(8, 1), images(2, 2), cfg)
     return {
         "keras": model_path,
         "fp32": folder / "tflite-fp32.tflite",
         "int8": folder / "tflite-int8.tflite",
+        "ir": folder / "openvino-fp32.xml",
     }
 
 
@@ -64,7 +64,7 @@ def test_runtimes_agree_on_classes(artifacts):
     test = images(3, seed=7)
     k = load_predictor("keras", artifacts["keras"])
     lite = load_predictor("litert", artifacts["fp32"])
-    ov = load_predictor("openvino", artifacts["fp32"])
+    ov = load_predictor("openvino", artifacts["ir"])
     maps = {p.runtime: p.predict(test) for p in (k, lite, ov)}
     for name, m in maps.items():
         assert m.shape == (3, SIZE, SIZE) and m.dtype == np.uint8, name
@@ -113,21 +113,22 @@ def test_precision_passed_in_wins(artifacts):
 
 
 def test_openvino_records_precision_and_threads(artifacts):
-    auto = load_predictor("openvino", artifacts["fp32"], threads=2)
+    auto = load_predictor("openvino", artifacts["ir"], threads=2)
     assert auto.precision in {"fp32", "bf16", "fp16"}
     assert auto.threads == 2
-    forced = load_predictor("openvino", artifacts["fp32"], threads=1, precision="f32")
+    forced = load_predictor("openvino", artifacts["ir"], threads=1, precision="f32")
     assert forced.precision == "fp32" and forced.threads == 1
     with pytest.raises(UnetqError, match="f32, bf16"):
-        load_predictor("openvino", artifacts["fp32"], precision="int3")
-    with pytest.raises(ModelError, match=r"\.tflite"):
-        load_predictor("openvino", artifacts["keras"])
+        load_predictor("openvino", artifacts["ir"], precision="int3")
+    for other in (artifacts["keras"], artifacts["fp32"]):
+        with pytest.raises(ModelError, match=r"OpenVINO IR \(\.xml \+ \.bin"):
+            load_predictor("openvino", other)
 
 
 def test_keras_threads_record_what_tf_uses(artifacts):
     p = load_predictor("keras", artifacts["keras"], threads=1)
     configured = tf.config.threading.get_intra_op_parallelism_threads()
-    assert p.threads == (configured or runtimes.available_cores())
+    assert p.threads == (configured or runtimes.usable_cores())
     assert p.precision == "fp32" and p.runtime == "keras"
 
 
@@ -146,15 +147,17 @@ def test_unknown_runtime_lists_choices(artifacts):
 
 @pytest.mark.parametrize("runtime", ["keras", "litert", "openvino"])
 def test_missing_artifact(runtime, tmp_path):
-    missing = tmp_path / ("model.keras" if runtime == "keras" else "x.tflite")
+    missing = (
+        tmp_path / {"keras": "model.keras", "litert": "x.tflite", "openvino": "x.xml"}[runtime]
+    )
     with pytest.raises(ModelError, match="not found") as exc:
         load_predictor(runtime, missing)
     assert str(missing) in str(exc.value) and "\n" not in str(exc.value)
 
 
 @pytest.mark.parametrize("runtime", ["litert", "openvino"])
-def test_corrupt_tflite(runtime, tmp_path):
-    bad = tmp_path / "bad.tflite"
+def test_corrupt_artifact(runtime, tmp_path):
+    bad = tmp_path / ("bad.tflite" if runtime == "litert" else "bad.xml")
     bad.write_bytes(b"\x00garbage" * 100)
     with pytest.raises(ModelError) as exc:
         load_predictor(runtime, bad)
@@ -204,7 +207,7 @@ def test_flex_model_is_refused_naming_the_op(tmp_path):
     with pytest.raises(ModelError, match="FlexErf") as exc:
         load_predictor("litert", flex)
     assert "\n" not in str(exc.value)
-    from unetq.compress import check_builtin_only
+    from unetq.convert.tflite import check_builtin_only
 
     with pytest.raises(ModelError, match="FlexErf"):
         check_builtin_only(content, "flex model")
@@ -212,8 +215,9 @@ def test_flex_model_is_refused_naming_the_op(tmp_path):
 
 def test_openvino_keeps_transpose_conv_activation(tmp_path):
     """The converter fuses Conv2DTranspose+BN+ReLU into TRANSPOSE_CONV(RELU); OpenVINO's TFLite
-    frontend drops that ReLU, so the predictor rewrites the graph before reading it."""
+    frontend drops that ReLU, so the OpenVINO converter rewrites the graph before reading it."""
     from unetq.compress import compress_model
+    from unetq.convert.openvino import unfuse_transpose_conv_activations
 
     keras.utils.set_random_seed(5)
     inp = keras.Input((SIZE, SIZE, 3))
@@ -223,13 +227,14 @@ def test_openvino_keeps_transpose_conv_activation(tmp_path):
     out = keras.layers.Conv2D(3, 1, activation="softmax")(x)
     model_path = tmp_path / "model.keras"
     keras.Model(inp, out).save(model_path)
-    compress_model(model_path, ["tflite-fp32"], tmp_path, None, images(1), CompressConfig())
+    variants = ["tflite-fp32", "openvino-fp32"]
+    compress_model(model_path, variants, tmp_path, None, images(1), CompressConfig())
     fp32 = tmp_path / "tflite-fp32.tflite"
 
     content = fp32.read_bytes()
-    rewritten = runtimes.unfuse_transpose_conv_activations(content)
+    rewritten = unfuse_transpose_conv_activations(content)
     assert rewritten is not None  # the converter did fuse the ReLU
-    assert runtimes.unfuse_transpose_conv_activations(rewritten) is None  # nothing left to move
+    assert unfuse_transpose_conv_activations(rewritten) is None  # nothing left to move
     from ai_edge_litert.interpreter import Interpreter
 
     x = images(2, seed=11).astype(np.float32) / 255
@@ -242,8 +247,7 @@ def test_openvino_keeps_transpose_conv_activation(tmp_path):
         outputs.append(interp.get_tensor(interp.get_output_details()[0]["index"]))
     np.testing.assert_allclose(outputs[0], outputs[1], atol=1e-6)  # same function in LiteRT
 
-    ov = load_predictor("openvino", fp32, precision="f32")
-    assert ov.unfused_activations
+    ov = load_predictor("openvino", tmp_path / "openvino-fp32.xml", precision="f32")
     np.testing.assert_allclose(ov.run(x[:1]), outputs[0], atol=1e-5)
 
 

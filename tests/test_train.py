@@ -22,6 +22,7 @@ from unetq.config import StudyConfig, TrainConfig
 from unetq.data import SplitArrays
 from unetq.errors import ConfigError
 from unetq.records import ModelSpec
+from unetq.runfolder import RunFolder
 from unetq.train import (
     epoch_batches,
     evaluate_split,
@@ -135,12 +136,12 @@ def test_validation_loss_matches_keras_evaluate():
 # --------------------------------------------------------------------------- training runs
 
 
-def run_horizons(arch: str, models_dir: Path):
+def run_horizons(arch: str, run_dir: Path):
     train_data, val_data = make_split(16, 1), make_split(8, 2)
     cfg = tiny_cfg(learning_rate=1e-3 if arch == "xception" else 1e-2)
     specs = tiny_specs([1, 2], arch=arch)
-    records = train_run(specs, train_data, val_data, cfg, models_dir, background_class=0)
-    return specs, records, models_dir, (train_data, val_data, cfg)
+    records = train_run(specs, train_data, val_data, cfg, run_dir, background_class=0)
+    return specs, records, RunFolder(run_dir), (train_data, val_data, cfg)
 
 
 @pytest.fixture(scope="module")
@@ -148,25 +149,26 @@ def tiny_run(tmp_path_factory):
     """One run of the tiny architecture with horizons 1 and 2 on 32 px shapes."""
     with pytest.MonkeyPatch.context() as mp:
         mp.setitem(models.BUILDERS, "tiny", tiny_builder)
-        yield run_horizons("tiny", tmp_path_factory.mktemp("run") / "models")
+        yield run_horizons("tiny", tmp_path_factory.mktemp("run"))
 
 
 def check_horizons(arch: str, run) -> None:
     import keras
 
-    specs, records, models_dir, (_, val_data, cfg) = run
+    specs, records, folder, (_, val_data, cfg) = run
     ids = [f"{arch}-f4-bn-e1", f"{arch}-f4-bn-e2"]
     assert [r.model_id for r in records] == ids
-    h1 = read_history(models_dir / ids[0] / "history.csv")
-    h2 = read_history(models_dir / ids[1] / "history.csv")
+    assert folder.model_ids() == ids
+    h1 = read_history(folder.history(ids[0]))
+    h2 = read_history(folder.history(ids[1]))
     assert list(h2.columns) == ["epoch", "loss", "val_loss", "val_fg_iou", "seconds"]
     assert h1["epoch"].tolist() == [1] and h2["epoch"].tolist() == [1, 2]
     pd.testing.assert_frame_equal(h1, h2.iloc[:1])  # the same run, not two runs
     params = models.count_params(models.build_model(arch, 4, True, 2, SIZE))
     for record, history in zip(records, (h1, h2), strict=True):
-        model_dir = models_dir / record.model_id
-        assert (model_dir / "done.json").is_file()
+        assert folder.done_marker(record.model_id).is_file()
         assert record.model_path == f"models/{record.model_id}/model.keras"
+        assert folder.root / record.model_path == folder.model_file(record.model_id)
         best = history.loc[history["val_loss"].idxmin()]
         assert record.best_epoch == best["epoch"]
         assert record.best_val_loss == pytest.approx(best["val_loss"])
@@ -176,13 +178,13 @@ def check_horizons(arch: str, run) -> None:
         assert record.params == params
         assert record.peak_rss_mb > 100 and record.wall_time_s >= history["seconds"].sum()
         # model.keras is the best checkpoint: re-evaluating it gives the best validation loss
-        saved = keras.models.load_model(model_dir / "model.keras")
+        saved = keras.models.load_model(folder.model_file(record.model_id))
         loss, _ = evaluate_split(saved, val_data, cfg.batch_size, 2)
         assert loss == pytest.approx(record.best_val_loss, rel=1e-4)
     assert records[1].wall_time_s > records[0].wall_time_s
-    state_files = sorted(p.name for p in (models_dir / ".train" / f"{arch}-f4-bn").iterdir())
+    state_files = sorted(p.name for p in folder.train_state(f"{arch}-f4-bn").iterdir())
     assert state_files == [
-        f"best-e{records[1].best_epoch}.weights.h5",
+        f"best-e{records[1].best_epoch}.weights.npz",
         "state-e2.keras",
         "state.json",
     ]
@@ -194,28 +196,28 @@ def test_one_run_serves_every_horizon(tiny_run):
 
 @pytest.mark.slow
 def test_xception_run_serves_every_horizon(tmp_path):
-    check_horizons("xception", run_horizons("xception", tmp_path / "models"))
+    check_horizons("xception", run_horizons("xception", tmp_path / "run"))
 
 
 def test_rerun_skips_finished_models(tiny_run, monkeypatch):
-    specs, records, models_dir, (train_data, val_data, cfg) = tiny_run
-    files = [models_dir / r.model_id / n for r in records for n in ("model.keras", "history.csv")]
+    specs, records, folder, (train_data, val_data, cfg) = tiny_run
+    files = [f(r.model_id) for r in records for f in (folder.model_file, folder.history)]
     before = {p: p.stat().st_mtime_ns for p in files}
 
     def no_building(*args, **kwargs):
         raise AssertionError("a finished run must not build or train a model")
 
     monkeypatch.setattr(train, "build_model", no_building)
-    again = train_run(specs, train_data, val_data, cfg, models_dir, background_class=0)
+    again = train_run(specs, train_data, val_data, cfg, folder.root, background_class=0)
     assert again == records
     assert {p: p.stat().st_mtime_ns for p in files} == before
 
 
 def test_changed_settings_are_refused_for_finished_models(tiny_run):
-    specs, _, models_dir, (train_data, val_data, cfg) = tiny_run
+    specs, _, folder, (train_data, val_data, cfg) = tiny_run
     changed = cfg.model_copy(update={"learning_rate": 0.5})
     with pytest.raises(ConfigError, match="trained with different settings.*learning_rate"):
-        train_run(specs, train_data, val_data, changed, models_dir, background_class=0)
+        train_run(specs, train_data, val_data, changed, folder.root, background_class=0)
 
 
 def test_collapsed_model_is_flagged(tiny_arch, monkeypatch, tmp_path, capsys):
@@ -250,16 +252,17 @@ def test_ctrl_c_then_rerun_resumes_after_the_last_epoch(tiny_arch, monkeypatch, 
 
     monkeypatch.setattr(train, "evaluate_split", interrupt_in_epoch_3)
     specs = tiny_specs([2, 4])
+    folder = RunFolder(tmp_path)
     with pytest.raises(KeyboardInterrupt):
         train_run(specs, train_data, val_data, cfg, tmp_path, background_class=0)
-    state = json.loads((tmp_path / ".train" / "tiny-f4-bn" / "state.json").read_text())
+    state = json.loads((folder.train_state("tiny-f4-bn") / "state.json").read_text())
     assert state["epoch"] == 2
-    assert (tmp_path / "tiny-f4-bn-e2" / "done.json").exists()
-    assert not (tmp_path / "tiny-f4-bn-e4").exists()
+    assert folder.done_marker("tiny-f4-bn-e2").exists()
+    assert not folder.model_dir("tiny-f4-bn-e4").exists()
 
     monkeypatch.setattr(train, "evaluate_split", real)
     records = train_run(specs, train_data, val_data, cfg, tmp_path, background_class=0)
-    history = read_history(tmp_path / "tiny-f4-bn-e4" / "history.csv")
+    history = read_history(folder.history("tiny-f4-bn-e4"))
     assert history["epoch"].tolist() == [1, 2, 3, 4]
     assert [r.epochs_run for r in records] == [2, 4]
 
@@ -289,7 +292,7 @@ def test_sigkill_then_rerun_resumes_with_optimizer_state(tmp_path, monkeypatch):
         )
     )
     killed = tmp_path / "killed"
-    state_json = killed / ".train" / "tiny-f4-bn" / "state.json"
+    state_json = RunFolder(killed).train_state("tiny-f4-bn") / "state.json"
     proc = subprocess.Popen(
         [sys.executable, str(script), str(killed)],
         stdout=subprocess.DEVNULL,
@@ -311,7 +314,7 @@ def test_sigkill_then_rerun_resumes_with_optimizer_state(tmp_path, monkeypatch):
     cfg = tiny_cfg(batch_size=batch)
     train_data, val_data = make_split(n_train, 1), make_split(8, 2)
     records = train_run(tiny_specs(horizons), train_data, val_data, cfg, killed, background_class=0)
-    history = read_history(killed / "tiny-f4-bn-e10" / "history.csv")
+    history = read_history(RunFolder(killed).history("tiny-f4-bn-e10"))
     assert history["epoch"].tolist() == list(range(1, 11))  # every epoch exactly once
     # epochs finished before the kill were not redone
     kept = pd.DataFrame(before["history"])[["epoch", "seconds"]]
@@ -325,7 +328,7 @@ def test_sigkill_then_rerun_resumes_with_optimizer_state(tmp_path, monkeypatch):
     # same seed, same data order: the resumed run follows an uninterrupted one
     straight = tmp_path / "straight"
     train_run(tiny_specs(horizons), train_data, val_data, cfg, straight, background_class=0)
-    reference = read_history(straight / "tiny-f4-bn-e10" / "history.csv")
+    reference = read_history(RunFolder(straight).history("tiny-f4-bn-e10"))
     np.testing.assert_allclose(history["loss"], reference["loss"], rtol=1e-4)
     np.testing.assert_allclose(history["val_loss"], reference["val_loss"], rtol=1e-4)
 
@@ -345,7 +348,7 @@ def test_train_grid_writes_trained_models_info(tiny_arch, tmp_path):
         }
     )
     records = train_grid(cfg, make_split(16, 1), make_split(8, 2), tmp_path)
-    table = pd.read_csv(tmp_path / "trained_models_info.csv", keep_default_na=False)
+    table = pd.read_csv(RunFolder(tmp_path).trained_csv, keep_default_na=False)
     assert table["Model"].tolist() == [
         "tiny-f2-bn-e1",
         "tiny-f2-bn-e2",
@@ -364,7 +367,7 @@ def test_train_grid_writes_trained_models_info(tiny_arch, tmp_path):
         table.columns
     )
     assert [r.model_id for r in records] == table["Model"].tolist()
-    assert (tmp_path / "models" / "tiny-f2-nobn-e2" / "model.keras").stat().st_size > 0
+    assert RunFolder(tmp_path).model_file("tiny-f2-nobn-e2").stat().st_size > 0
 
 
 def test_cli_train_on_synthetic_data(tiny_arch, tmp_path, monkeypatch, capsys):
@@ -372,13 +375,14 @@ def test_cli_train_on_synthetic_data(tiny_arch, tmp_path, monkeypatch, capsys):
 
     monkeypatch.setenv("UNETQ_CACHE_DIR", str(tmp_path / "cache"))
     out = tmp_path / "run"
-    args = ["unetq", "train", "--preset", "smoke", "--out", str(out)]
+    args = ["train", "--preset", "smoke", "--out", str(out)]
     overrides = ('train.arch=["tiny"]', "train.filters=[2]", "train.batchnorm=[false]")
     for override in (*overrides, "train.epochs=[1, 2]"):
         args += ["--set", override]
-    monkeypatch.setattr(sys, "argv", args)
-    cli.main()
-    table = pd.read_csv(out / "trained_models_info.csv")
+    with pytest.raises(SystemExit) as info:
+        cli.main(args)
+    assert info.value.code == 0
+    table = pd.read_csv(RunFolder(out).trained_csv)
     assert table["Model"].tolist() == ["tiny-f2-nobn-e1", "tiny-f2-nobn-e2"]
     assert (out / "config.toml").exists()
     assert "SYNTHETIC DATA" in capsys.readouterr().out

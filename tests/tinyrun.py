@@ -17,7 +17,8 @@ import pytest
 SIZE = 32
 MODELS = {"xception-f4-bn-e2": 4, "xception-f8-bn-e2": 8}
 COMPRESSED = "xception-f4-bn-e2"  # the other model has only its keras variant
-VARIANTS = ["keras", "tflite-fp32", "tflite-int8"]
+VARIANTS = ["keras", "tflite-fp32", "tflite-int8", "openvino-fp32"]
+ROBUSTNESS_VARIANTS = ["keras", "tflite-fp32", "tflite-int8"]
 TEST_IMAGES = 4  # synthetic_count 40 -> train 32 / val 4 / test 4
 
 
@@ -43,7 +44,7 @@ def tiny_config():
             "robustness": {
                 "conditions": ["gaussian_noise", "occlusion"],
                 "severities": [1, 2],
-                "variants": VARIANTS,
+                "variants": ROBUSTNESS_VARIANTS,
                 "max_images": TEST_IMAGES,
             },
         }

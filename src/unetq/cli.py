@@ -118,40 +118,25 @@ def data_check(
     ),
 ) -> None:
     """Decode every image and mask of a dataset and report what it holds; exit 0 when usable."""
-    from unetq.config import DataConfig
-    from unetq.data import check_dataset, detect_format, open_dataset
-    from unetq.data.check import skipped_by_reason
-    from unetq.errors import DataError
+    from unetq.data.check import check_folder, problems_error, skipped_by_reason
 
-    if fmt not in ("auto", "pets", "folder"):
-        raise typer.BadParameter(f"'{fmt}' is not pets, folder or auto", param_hint="--format")
-    if split not in ("seed", "official"):
-        raise typer.BadParameter(f"'{split}' is not seed or official", param_hint="--split")
-    if size and not 16 <= size <= 1024:
-        raise typer.BadParameter("must be 0 or between 16 and 1024", param_hint="--size")
-    if fmt == "auto":
-        fmt = detect_format(data_dir) if data_dir is not None and data_dir.is_dir() else "pets"
-    cfg = DataConfig(format=fmt, data_dir=data_dir, split=split, image_size=size or 160)
     with _data_progress() as progress:
-        index = open_dataset(cfg, progress=progress)
-        _data_say(f"{index.note} (format {index.format})", style="bold")
-        _data_say(f"pairs found: {len(index.pairs)}")
-        skipped = skipped_by_reason(index)
-        _data_say(f"files skipped: {len(index.skipped)}")
-        for reason, count, names in skipped:
-            more = ", ..." if count > len(names) else ""
-            _data_say(f"  {count} {reason}: {', '.join(names)}{more}")
-        _data_say(f"unmatched files (no partner): {len(index.unmatched)}")
-        for path in index.unmatched[:5]:
-            _data_say(f"  {path}")
-        if index.lists:
-            lists = ", ".join(f"{k} {len(v)}" for k, v in index.lists.items())
-            _data_say(f"official lists: {lists}")
-        sizes = " / ".join(f"{k} {len(v)}" for k, v in index.splits.items())
-        _data_say(f"split '{split}' (seed {cfg.split_seed}): {sizes}")
-        if index.unsplit_names():
-            _data_say(f"pairs in no split: {len(index.unsplit_names())}")
-        report = check_dataset(index, size or None, progress=progress)
+        index, report, cfg = check_folder(data_dir, fmt, size, split, progress)
+    _data_say(f"{index.note} (format {index.format})", style="bold")
+    _data_say(f"pairs found: {len(index.pairs)}")
+    _data_say(f"files skipped: {len(index.skipped)}")
+    for reason, count, names in skipped_by_reason(index):
+        more = ", ..." if count > len(names) else ""
+        _data_say(f"  {count} {reason}: {', '.join(names)}{more}")
+    _data_say(f"unmatched files (no partner): {len(index.unmatched)}")
+    for path in index.unmatched[:5]:
+        _data_say(f"  {path}")
+    if index.lists:
+        _data_say(f"official lists: {', '.join(f'{k} {len(v)}' for k, v in index.lists.items())}")
+    sizes = " / ".join(f"{k} {len(v)}" for k, v in index.splits.items())
+    _data_say(f"split '{cfg.split}' (seed {cfg.split_seed}): {sizes}")
+    if index.unsplit_names():
+        _data_say(f"pairs in no split: {len(index.unsplit_names())}")
     shares = ", ".join(
         f"{name} {share:.1%}"
         for name, share in zip(index.class_names, report.class_shares, strict=True)
@@ -164,13 +149,11 @@ def data_check(
     _data_say(f"decoded: {report.decoded} of {report.pairs} image/mask pairs")
     for problem in report.problems[:10]:
         err_console.print(f"  {problem}", markup=False, highlight=False, soft_wrap=True)
-    if report.problems:
-        raise DataError(
-            f"{len(report.problems)} of {report.pairs} pairs unusable (first: {report.problems[0]})"
-        )
+    error = problems_error(report)
+    if error is not None:
+        raise error
     if report.cache_files:
-        folder = next(iter(report.cache_files.values())).parent
-        _data_say(f"cached at {size} px: {folder}")
+        _data_say(f"cached at {size} px: {next(iter(report.cache_files.values())).parent}")
     _data_say("usable", style="bold green")
 
 
@@ -213,13 +196,12 @@ def train_cmd(
 
     from unetq.config import build_config
     from unetq.data import open_dataset
+    from unetq.runfolder import RunFolder
     from unetq.study import prepare_run_dir
-    from unetq.train import TRAINED_INFO, train_grid
+    from unetq.train import train_grid
 
-    overrides = list(set_ or []) + ([f'data.format="{fmt}"'] if fmt is not None else [])
-    cfg = build_config(preset, config, overrides)
-    if data_dir is not None:
-        cfg.data = cfg.data.model_copy(update={"data_dir": data_dir})
+    values = {"data.format": fmt, "data.data_dir": data_dir}
+    cfg = build_config(preset, config, set_, values)
     out.mkdir(parents=True, exist_ok=True)
     prepare_run_dir(cfg, out)
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), Elapsed())
@@ -236,7 +218,7 @@ def train_cmd(
             highlight=False,
             soft_wrap=True,
         )
-    console.print(f"wrote {out / TRAINED_INFO}", highlight=False)
+    console.print(f"wrote {RunFolder(out).trained_csv}", highlight=False)
 
 
 # --- compress commands ---
@@ -263,9 +245,6 @@ def compress(
     fmt: FormatOpt = "pets",
 ) -> None:
     """Convert a Keras segmentation model into TFLite variants and check each against it."""
-    import os
-
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # keep converter logs off the terminal
     from rich.progress import Progress
 
     from unetq import compress as comp
@@ -278,25 +257,22 @@ def compress(
         records, csv_path = comp.run_compress(model, cfg.variants, out, cfg, data, progress, warn)
     console.print(comp.summary_table(records))
     console.print(f"wrote {csv_path}", highlight=False)
+    error = comp.failures_error(records)
+    if error is not None:
+        raise error
 
 
 # --- evaluate and bench commands ---
-def _run_config(run: Path, data_dir: Path | None = None, fmt: str | None = None):
-    """RUN/config.toml (defaults when absent) with --data-dir / --format applied."""
-    from unetq.config import StudyConfig, build_config
+def _run_config(run: Path, values: dict | None = None):
+    """RUN/config.toml (defaults when absent) with flag values applied."""
+    from unetq.config import StudyConfig, override
+    from unetq.runfolder import RunFolder
 
-    if not run.is_dir():
+    folder = RunFolder(run)
+    if not folder.root.is_dir():
         raise UnetqError(f"run folder not found: {run}")
-    path = run / "config.toml"
-    cfg = build_config(config_file=path) if path.exists() else StudyConfig()
-    if fmt is not None and fmt not in ("pets", "folder"):
-        raise typer.BadParameter(f"'{fmt}' is not pets or folder", param_hint="--format")
-    update = {"data_dir": data_dir} if data_dir is not None else {}
-    if fmt is not None:
-        update["format"] = fmt
-    if update:
-        cfg.data = cfg.data.model_copy(update=update)
-    return cfg
+    cfg = folder.load_config() if folder.config.exists() else StudyConfig()
+    return override(cfg, values=values)
 
 
 def _frame_tables(df, columns: list[tuple[str, str, int | None]], title: str) -> None:
@@ -356,32 +332,16 @@ def evaluate(
     Given another dataset with the same classes (--data-dir, or --name), every image of it is a
     test image and the results go to RUN/cross/NAME/.
     """
-    import os
-
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # keep TensorFlow's logs off the terminal
     from rich.progress import Progress
 
-    from unetq import evaluate as ev
-    from unetq.data import open_dataset
+    from unetq.evaluate import accuracy_summary, evaluate_command
 
     if split not in ("train", "val", "test"):
         raise typer.BadParameter(f"'{split}' is not train, val or test", param_hint="--split")
     if fmt is not None and fmt not in ("pets", "folder"):
         raise typer.BadParameter(f"'{fmt}' is not pets or folder", param_hint="--format")
-    cfg = _run_config(run)
-    cross = ev.is_cross(run, cfg.data, data_dir, name)
-    if cross:
-        label = ev.cross_name(name, data_dir)
-        cfg.data = ev.cross_data_config(cfg.data, data_dir, fmt)
-    else:
-        cfg = _run_config(run, data_dir, fmt)
     with Progress(console=console, transient=True) as progress:
-        index = open_dataset(cfg.data, progress=progress)
-        if cross:
-            path = ev.evaluate_cross(run, index, label, cfg, progress=progress)
-        else:
-            path = ev.evaluate_run(run, index, split, cfg, progress=progress)
-    summary = ev.summarize(ev.read_individual_results(path))
+        path, cross = evaluate_command(run, split, data_dir, fmt, name, progress)
     columns = [
         ("variant", "variant", None),
         ("runtime", "runtime", None),
@@ -393,11 +353,9 @@ def evaluate(
         ("agreement", "agree", 4),
         ("seed_iou", "study IoU", 3),
     ]
-    where = f"dataset '{label}' (every image)" if cross else split
-    _frame_tables(summary, columns, f"accuracy on {where}, mean per image")
+    where = f"dataset '{cross}' (every image)" if cross else split
+    _frame_tables(accuracy_summary(path), columns, f"accuracy on {where}, mean per image")
     console.print(f"wrote {path}", highlight=False)
-    if cross:
-        console.print(f"wrote {path.parent / ev.AVERAGE_CSV}", highlight=False)
 
 
 @app.command()
@@ -423,11 +381,9 @@ def bench(
     """Latency, memory and size of every variant, each in a fresh process; resumable."""
     from rich.progress import Progress
 
-    from unetq.bench import bench_run
+    from unetq.bench.run import bench_run
 
-    cfg = _run_config(run)
-    if rounds is not None:
-        cfg.bench.rounds = rounds
+    cfg = _run_config(run, {"bench.rounds": rounds})
     threads_list = threads.split(",") if threads else None
     with Progress(console=console, transient=True) as progress:
         path = bench_run(
@@ -470,14 +426,51 @@ def study(
     from unetq.config import build_config
     from unetq.study import run_study
 
-    overrides = list(set_ or [])
-    if data_dir is not None:
-        overrides.append(f'data.data_dir="{data_dir}"')
-    if fmt is not None:
-        overrides.append(f'data.format="{fmt}"')
-    cfg = build_config(preset, config, overrides)
+    cfg = build_config(preset, config, set_, {"data.data_dir": data_dir, "data.format": fmt})
     report = run_study(cfg, out or Path("runs") / preset, console)
     console.print(f"[bold green]report:[/] {report}")
+
+
+@app.command()
+def recommend(
+    run: Annotated[Path, typer.Option("--run", help="Run folder (evaluated and benchmarked).")],
+    max_iou_drop: Annotated[
+        float,
+        typer.Option("--max-iou-drop", min=0, help="Points of fg IoU below keras (0.5 = 0.005)."),
+    ] = 0.5,
+    threads: Annotated[
+        str, typer.Option("--threads", help="Thread count the latency is taken at, or 'all'.")
+    ] = "1",
+    max_ms: Annotated[
+        float | None, typer.Option("--max-ms", min=0, help="Median ms per image at most.")
+    ] = None,
+    max_mb: Annotated[
+        float | None, typer.Option("--max-mb", min=0, help="Artifact size on disk at most (MB).")
+    ] = None,
+    model: Annotated[
+        str | None, typer.Option("--model", help="A model id (default: the best keras model).")
+    ] = None,
+    all_models: Annotated[
+        bool, typer.Option("--all-models", help="One recommendation per model.")
+    ] = False,
+) -> None:
+    """The fastest variant and runtime within accuracy, latency and size budgets."""
+    from unetq.bench.run import resolve_threads
+    from unetq.recommend import Budgets, recommend, summary_lines
+
+    [count] = resolve_threads(threads)
+    budgets = Budgets(max_iou_drop, max_ms, max_mb, count)
+    for rec in recommend(run, budgets, model, all_models):
+        for line in summary_lines(rec):
+            console.print(line, highlight=False, soft_wrap=True)
+        for candidate, reason in rec.others:
+            what = f"{candidate.variant} on {candidate.runtime}"
+            verdict = reason or "within budget, slower"
+            console.print(
+                f"  {what:36s} {candidate.latency_ms:8.2f} ms  {verdict}",
+                highlight=False,
+                soft_wrap=True,
+            )
 
 
 @app.command()
@@ -487,11 +480,13 @@ def robustness(
     set_: SetOpt = None,
 ) -> None:
     """Accuracy of each variant under image corruptions, against the float model."""
+    from unetq.config import override
     from unetq.data import open_dataset
     from unetq.robustness import robustness_run
-    from unetq.study import load_run_config, make_progress, overrides_for
+    from unetq.runfolder import RunFolder
+    from unetq.study import make_progress
 
-    cfg = overrides_for(load_run_config(run), list(set_ or []), data_dir)
+    cfg = override(RunFolder(run).load_config(), set_, {"data.data_dir": data_dir})
     with make_progress(console) as progress:
         out = robustness_run(run, open_dataset(cfg.data), cfg, progress=progress)
     console.print(f"robustness: {out}")
@@ -501,9 +496,9 @@ def robustness(
 def report(run: Annotated[Path, typer.Option(help="Run folder.")]) -> None:
     """Rebuild a run's HTML report from its CSVs; recomputes nothing."""
     from unetq.report import build_report
-    from unetq.study import load_run_config
+    from unetq.runfolder import RunFolder
 
-    load_run_config(run)  # a clear error when RUN is not a run folder
+    RunFolder(run).load_config()  # a clear error when RUN is not a run folder
     console.print(f"report: {build_report(run)}")
 
 
@@ -522,7 +517,9 @@ def show(
 
 @app.command()
 def predict(
-    model: Annotated[Path, typer.Option(help="model.keras or a .tflite variant.")],
+    model: Annotated[
+        Path, typer.Option(help="A Keras model (.keras), a .tflite or an OpenVINO .xml variant.")
+    ],
     images: Annotated[Path, typer.Option(help="An image file or a folder of images.")],
     out: Annotated[Path, typer.Option(help="Folder for masks and overlays.")],
     runtime: Annotated[

@@ -71,3 +71,9 @@ def storage_error(exc: BaseException, path: object | None = None) -> StorageErro
             return StorageError(f"cannot write {where}: {reason}" if where else reason)
         seen = seen.__cause__ or seen.__context__
     return None
+
+
+def first_line(exc: BaseException, limit: int = 200) -> str:
+    """The first non-empty line of an exception's message (its type name if it has none)."""
+    lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
+    return (lines[0] if lines else type(exc).__name__)[:limit]

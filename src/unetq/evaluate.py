@@ -2,8 +2,9 @@
 
 Per image: confusion matrix, fg IoU/Dice, mIoU, pixel accuracy, the original study's (flawed)
 seed IoU/Dice, and agreement with the keras model's class map. `evaluate_run` is resumable:
-each (model, variant, runtime) is a part file in `run_dir/.eval/<model_id>/`, written atomically;
-a rerun skips parts that already hold exactly the expected images.
+each (model, variant, runtime) is a part file in the run folder's `.eval/<model_id>/`, written
+atomically, with a sidecar naming the artifact's content digest; a rerun skips parts that hold
+exactly the expected images of an artifact with the same content.
 
 `evaluate_cross` runs the same machinery on every image (split 'all') of another dataset with
 the run's classes and writes to `run_dir/cross/<name>/` (parts in its own `.eval/`).
@@ -12,62 +13,41 @@ the run's classes and writes to `run_dir/cross/<name>/` (parts in its own `.eval
 from __future__ import annotations
 
 import gc
-import importlib
-import inspect
-import json
-import math
 import re
-from collections.abc import Iterable
-from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
+from unetq.config import DataConfig, StudyConfig
+from unetq.data import ALL_SPLIT, detect_format, load_split, open_dataset
 from unetq.errors import ConfigError, DataError, ModelError
 from unetq.fileio import atomic_path, write_csv, write_json
 from unetq.metrics import agreement as pixel_agreement
-from unetq.metrics import confusion_matrix, dataset_scores, scores, seed_scores
+from unetq.metrics import confusion_matrix, scores, seed_scores
 from unetq.records import ImageResult
-
-INDIVIDUAL_CSV = "model_performance_individual_results.csv"
-AVERAGE_CSV = "model_performance_average_results.csv"
-EVAL_DIR = ".eval"
-CROSS_DIR = "cross"  # run_dir/cross/<name>/: a run's models evaluated on another dataset
-CROSS_SPLIT = "all"  # in cross mode every image of the other dataset is a test image
-KEYS = ["model_id", "variant", "runtime"]
-PER_IMAGE_METRICS = [
-    "fg_iou",
-    "fg_dice",
-    "miou",
-    "pixel_acc",
-    "agreement",
-    "seed_iou",
-    "seed_dice",
-]
-DATASET_METRICS = ["fg_iou_dataset", "fg_dice_dataset", "miou_dataset", "pixel_acc_dataset"]
-SUMMARY_COLUMNS = [
-    *KEYS,
-    "split",
-    "n_images",
-    *PER_IMAGE_METRICS,
-    "fg_iou_std",
-    *DATASET_METRICS,
-]
-# Columns of the individual CSV that repeat others under the original study's names.
-STUDY_ALIASES = (
-    "Model",
-    "Epoch",
-    "Filters",
-    "Normalization",
-    "Quantization",
-    "Image_Name",
-    "IoU_score",
-    "Dice_score",
+from unetq.results import (
+    confusion_columns,
+    read_individual_results,
+    result_rows,
+    summarize,
+    with_study_columns,
+    write_accuracy_average,
+    write_average_results,
 )
+from unetq.runfolder import (
+    RunFolder,
+    artifact_digest,
+    read_csv,
+    read_json,
+    say_reused,
+    stamp_path,
+    variant_runs,
+)
+from unetq.runtimes import load_predictor, usable_cores
+
 CROSS_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]*$")
-MODEL_ID_RE = re.compile(r"^(?P<arch>.+)-f(?P<filters>\d+)-(?P<norm>bn|nobn)-e(?P<epochs>\d+)$")
 PREDICT_CHUNK = 8  # images per predict() call: small enough for a smooth progress bar
 
 
@@ -190,215 +170,20 @@ def _check_compatible(predictor, arrays, model_id, variant, num_classes) -> None
         )
 
 
-# --- rows and summaries --------------------------------------------------------------------------
+# --- part files --------------------------------------------------------------------------------
 
 
-def result_rows(results: Iterable[ImageResult]) -> list[dict[str, Any]]:
-    """ImageResults as flat CSV rows; the confusion matrix becomes columns cm_<true>_<pred>."""
-    rows = []
-    for r in results:
-        row = asdict(r)
-        confusion = row.pop("confusion")
-        c = math.isqrt(len(confusion))
-        for k, count in enumerate(confusion):
-            row[f"cm_{k // c}_{k % c}"] = count
-        rows.append(row)
-    return rows
-
-
-def results_frame(results: Iterable[ImageResult]) -> pd.DataFrame:
-    return pd.DataFrame(result_rows(results))
-
-
-def confusion_columns(df: pd.DataFrame) -> tuple[list[str], int]:
-    """The cm_<t>_<p> columns of a results frame in row-major order, and the class count."""
-    cells = []
-    for col in df.columns:
-        m = re.fullmatch(r"cm_(\d+)_(\d+)", str(col))
-        if m:
-            cells.append((int(m[1]), int(m[2]), col))
-    c = max((max(t, p) for t, p, _ in cells), default=-1) + 1
-    by_cell = {(t, p): col for t, p, col in cells}
-    cols = [by_cell.get((t, p)) for t in range(c) for p in range(c)]
-    if None in cols:
-        raise DataError("results are missing confusion-matrix columns (cm_<true>_<pred>)")
-    return cols, c
-
-
-def summarize(
-    results: list[ImageResult] | pd.DataFrame, background_class: int | None = None
-) -> pd.DataFrame:
-    """One row per (model, variant, runtime): per-image means and dataset-level scores.
-
-    Per-image means (`fg_iou`, ...) weigh every image equally (nan entries are ignored, e.g.
-    agreement without a keras reference); dataset-level scores (`*_dataset`) come from the
-    confusion matrices summed over the images, so they weigh every pixel equally. `n_images`
-    counts the images evaluated (fewer for slow variants). `results` may also be the data frame
-    of model_performance_individual_results.csv; `background_class` defaults to its column.
-    """
-    df = results if isinstance(results, pd.DataFrame) else results_frame(results)
-    if df.empty:
-        return pd.DataFrame(columns=SUMMARY_COLUMNS)
-    cm_cols, c = confusion_columns(df)
-    rows = []
-    for key, group in df.groupby(KEYS, sort=False):
-        bg = background_class
-        if bg is None:
-            if "background_class" not in group or group["background_class"].isna().all():
-                raise DataError("results do not say which class is background")
-            bg = int(group["background_class"].dropna().iloc[0])
-        row: dict[str, Any] = dict(zip(KEYS, key, strict=True))
-        row["split"] = ",".join(sorted(set(group["split"].astype(str)))) if "split" in group else ""
-        row["n_images"] = len(group)
-        for metric in PER_IMAGE_METRICS:
-            row[metric] = _nanmean(group[metric]) if metric in group else float("nan")
-        row["fg_iou_std"] = float(group["fg_iou"].std(ddof=0))
-        cm = group[cm_cols].fillna(0).to_numpy(np.int64).sum(axis=0).reshape(c, c)
-        for name, value in dataset_scores(cm, bg).items():
-            row[f"{name}_dataset"] = value
-        rows.append(row)
-    return pd.DataFrame(rows, columns=SUMMARY_COLUMNS)
-
-
-def _nanmean(values: pd.Series) -> float:
-    arr = pd.to_numeric(values, errors="coerce").to_numpy(np.float64)
-    return float(np.nanmean(arr)) if np.any(~np.isnan(arr)) else float("nan")
-
-
-# --- the study's columns -----------------------------------------------------------------------
-
-
-def model_factors(model_id: str, trained: pd.DataFrame | None = None) -> dict[str, Any]:
-    """Epoch, Filters, Normalization of a model: from trained_models_info.csv, else its id."""
-    if trained is not None and not trained.empty and "model_id" in trained:
-        match = trained[trained["model_id"].astype(str) == model_id]
-        if not match.empty and {"epochs", "filters", "batchnorm"} <= set(match.columns):
-            r = match.iloc[0]
-            bn = str(r["batchnorm"]).strip().lower() in ("true", "1", "1.0")
-            return {
-                "Epoch": int(r["epochs"]),
-                "Filters": int(r["filters"]),
-                "Normalization": _norm(bn),
-            }
-    m = MODEL_ID_RE.match(model_id)
-    if not m:
-        return {"Epoch": None, "Filters": None, "Normalization": None}
-    return {
-        "Epoch": int(m["epochs"]),
-        "Filters": int(m["filters"]),
-        "Normalization": _norm(m["norm"] == "bn"),
-    }
-
-
-def _norm(batchnorm: bool) -> str:
-    return "BatchNorm" if batchnorm else "NoBatchNorm"
-
-
-def quantization_name(variant: str) -> str:
-    """The study's name of a variant ('no', 'default', 'float16'), else the variant's name."""
-    try:
-        spec = _compress().VARIANTS.get(variant)
-    except Exception:  # the registry is optional here: the name is a label only
-        spec = None
-    return (getattr(spec, "study_name", None) or variant) if spec is not None else variant
-
-
-def with_study_columns(df: pd.DataFrame, trained: pd.DataFrame | None = None) -> pd.DataFrame:
-    """Prefix the original study's columns: Model, Epoch, Filters, Normalization, Quantization."""
-    if df.empty:
-        return df
-    factors = {m: model_factors(m, trained) for m in df["model_id"].astype(str).unique()}
-    names = {v: quantization_name(v) for v in df["variant"].astype(str).unique()}
-    front = pd.DataFrame(
-        {
-            "Model": df["model_id"],
-            "Epoch": [factors[m]["Epoch"] for m in df["model_id"]],
-            "Filters": [factors[m]["Filters"] for m in df["model_id"]],
-            "Normalization": [factors[m]["Normalization"] for m in df["model_id"]],
-            "Quantization": [names[v] for v in df["variant"]],
-        },
-        index=df.index,
-    )
-    rest = df.drop(columns=[c for c in front.columns if c in df.columns])
-    return pd.concat([front, rest], axis=1)
-
-
-# --- the whole run -----------------------------------------------------------------------------
-
-
-def _compress():
-    return importlib.import_module("unetq.compress")
-
-
-def _runtimes():
-    return importlib.import_module("unetq.runtimes")
-
-
-def model_dirs(run_dir: Path) -> list[Path]:
-    """Trained model folders of a run (models/<model_id>/), skipping dotted folders."""
-    models = Path(run_dir) / "models"
-    if not models.is_dir():
-        return []
-    return sorted(p for p in models.iterdir() if p.is_dir() and not p.name.startswith("."))
-
-
-def artifact_for(model_dir: Path, variant: str) -> Path:
-    compress = _compress()
-    try:
-        return Path(compress.artifact_path(model_dir, variant))
-    except (AttributeError, TypeError, KeyError):  # registry wants the Variant object
-        return Path(compress.artifact_path(model_dir, compress.VARIANTS[variant]))
-
-
-def variant_runs(
-    model_dir: Path, runtimes: Iterable[str] | None = None, openvino: bool = False
-) -> list[tuple[str, str, Path, bool]]:
-    """(variant, runtime, artifact, slow) for every variant artifact present, keras first.
-
-    `runtimes` keeps only those runtimes (None = all); `openvino` adds OpenVINO on tflite-fp32.
-    """
-    keep = None if runtimes is None else set(runtimes)
-    registry = _compress().VARIANTS
-    names = sorted(registry, key=lambda v: v != "keras")  # stable: keras first, registry order
-    runs = []
-    for name in names:
-        spec = registry[name]
-        artifact = artifact_for(model_dir, name)
-        if not artifact.exists():
-            continue
-        slow = bool(getattr(spec, "slow", False))
-        if keep is None or spec.runtime in keep:
-            runs.append((name, spec.runtime, artifact, slow))
-        if openvino and name == "tflite-fp32" and (keep is None or "openvino" in keep):
-            runs.append((name, "openvino", artifact, slow))
-    return runs
-
-
-def part_path(run_dir: Path, model_id: str, variant: str, runtime: str, default_runtime: str):
-    """`.eval/<model_id>/<variant>.csv`, or `<variant>.<runtime>.csv` for an extra runtime."""
-    stem = variant if runtime == default_runtime else f"{variant}.{runtime}"
-    return Path(run_dir) / EVAL_DIR / model_id / f"{stem}.csv"
-
-
-def _read_part(path: Path) -> pd.DataFrame | None:
-    if not path.exists():
-        return None
-    try:
-        return pd.read_csv(path, dtype={"image": str, "model_id": str})
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError):
-        return None
-
-
-def _part_done(path: Path, names: list[str], artifact: Path) -> bool:
-    """A part is finished if it holds exactly `names` and is newer than the model artifact."""
-    part = _read_part(path)
-    if part is None or "image" not in part or list(part["image"]) != names:
+def _part_done(part: Path, names: list[str], artifact: Path) -> bool:
+    """Finished: the part holds exactly `names`, from an artifact of the same content."""
+    frame = read_csv(part, dtype={"image": str, "model_id": str})
+    if "image" not in frame or list(frame["image"]) != names:
         return False
-    return path.stat().st_mtime >= artifact.stat().st_mtime
+    return read_json(stamp_path(part)).get("artifact_sha256") == artifact_digest(artifact)
 
 
-def _reference_path(run_dir: Path, model_id: str) -> Path:
-    return Path(run_dir) / EVAL_DIR / model_id / "keras_classes.npz"
+def _write_part(part: Path, results: list[ImageResult], artifact: Path) -> None:
+    write_csv(part, result_rows(results))
+    write_json(stamp_path(part), {"artifact_sha256": artifact_digest(artifact)})
 
 
 def _save_reference(path: Path, maps: dict[str, np.ndarray]) -> None:
@@ -417,13 +202,11 @@ def _load_reference(path: Path) -> dict[str, np.ndarray] | None:
         return None
 
 
-def _load_split(index, split: str, size: int, progress):
-    from unetq.data import load_split
+# --- the whole run -----------------------------------------------------------------------------
 
-    kwargs = {}
-    if "progress" in inspect.signature(load_split).parameters:
-        kwargs["progress"] = progress
-    arrays = load_split(index, split, size, **kwargs)
+
+def _load_split(index, split: str, size: int, progress):
+    arrays = load_split(index, split, size, progress=progress)
     if len(arrays.names) == 0:
         raise DataError(f"split '{split}' of {getattr(index, 'root', 'the dataset')} is empty")
     return arrays
@@ -435,63 +218,56 @@ def evaluate_run(run_dir: Path, index: Any, split: str, cfg: Any, progress: Any 
     keras runs first (its class maps are the agreement reference, kept in
     `.eval/<model_id>/keras_classes.npz`); slow variants (int16x8) see only the first
     `cfg.evaluate.slow_variant_max_images` images. Also refreshes the average CSV
-    (bench.write_average_results). Returns the individual CSV's path.
+    (results.write_average_results). Returns the individual CSV's path.
     """
-    run_dir = Path(run_dir)
-    parts = evaluate_parts(run_dir, run_dir, index, split, cfg, progress)
-    path = write_individual_results(run_dir, parts)
-    from unetq.bench import write_average_results
-
-    write_average_results(run_dir)  # keep the merged table current whatever ran last
+    run = RunFolder(run_dir)
+    parts = evaluate_parts(run, run, index, split, cfg, progress)
+    path = write_individual_results(run, parts)
+    write_average_results(run.root)  # keep the merged table current whatever ran last
     return path
 
 
 def evaluate_parts(
-    run_dir: Path, out_dir: Path, index: Any, split: str, cfg: Any, progress: Any = None
+    run: RunFolder, out: RunFolder, index: Any, split: str, cfg: Any, progress: Any = None
 ) -> list[Path]:
-    """Evaluate run_dir's models on `split` of `index`; parts go to out_dir/.eval/ (resumable).
+    """Evaluate run's models on `split` of `index`; parts go to out's .eval/ (resumable).
 
     Returns the part files of every (model, variant, runtime), finished ones included.
     """
-    from unetq.bench import usable_cores
-
-    run_dir, out_dir = Path(run_dir), Path(out_dir)
-    dirs = model_dirs(run_dir)
-    if not dirs:
-        raise ModelError(f"no trained models in {run_dir / 'models'}")
-    openvino = "openvino" in cfg.bench.runtimes
-    registry = _compress().VARIANTS
+    model_ids = run.model_ids()
+    if not model_ids:
+        raise ModelError(f"no trained models in {run.models_dir}")
     arrays = None
     parts: list[Path] = []
-    for model_dir in dirs:
-        model_id = model_dir.name
-        runs = variant_runs(model_dir, openvino=openvino)
-        has_keras = bool(runs) and runs[0][:2] == ("keras", "keras")
-        ref_path = _reference_path(out_dir, model_id)
+    computed = 0
+    for model_id in model_ids:
+        runs = variant_runs(run.model_dir(model_id))
+        has_keras = bool(runs) and (runs[0].variant, runs[0].runtime) == ("keras", "keras")
+        ref_path = out.eval_reference(model_id)
         reference: dict[str, np.ndarray] | None = None
-        for variant, runtime, artifact, slow in runs:
+        for vr in runs:
             if arrays is None:  # read once, and only when some model has a variant
                 arrays = _load_split(index, split, cfg.data.image_size, progress)
             limit = cfg.evaluate.max_images or len(arrays.names)
-            if slow:
+            if vr.slow:
                 limit = min(limit, cfg.evaluate.slow_variant_max_images)
             names = list(arrays.names[:limit])
-            part = part_path(out_dir, model_id, variant, runtime, registry[variant].runtime)
+            part = out.eval_part(model_id, vr.variant)
             parts.append(part)
-            is_reference = variant == "keras" and runtime == "keras"
-            if _part_done(part, names, artifact):
+            is_reference = (vr.variant, vr.runtime) == ("keras", "keras")
+            if _part_done(part, names, vr.artifact):
                 stored = _load_reference(ref_path) if is_reference else None
                 if not is_reference or (stored is not None and set(names) <= set(stored)):
                     continue  # finished (the keras part also needs its stored class maps)
             if has_keras and not is_reference and reference is None:
                 reference = _load_reference(ref_path)
-            predictor = _runtimes().load_predictor(runtime, artifact, threads=usable_cores())
+            predictor = load_predictor(vr.runtime, vr.artifact, threads=usable_cores())
             produced: dict[str, np.ndarray] | None = {} if is_reference else None
             results = evaluate_predictor(
                 predictor,
                 arrays,
                 model_id=model_id,
-                variant=variant,
+                variant=vr.variant,
                 split=split,
                 background_class=index.background_class,
                 num_classes=index.num_classes,
@@ -505,25 +281,27 @@ def evaluate_parts(
             if produced is not None:
                 _save_reference(ref_path, produced)
                 reference = produced
-            write_csv(part, result_rows(results))
+            _write_part(part, results, vr.artifact)
+            computed += 1
+    say_reused(progress, "evaluate", computed, len(parts))
     return parts
 
 
-def write_individual_results(run_dir: Path, parts: list[Path], out_dir: Path | None = None) -> Path:
-    """Concatenate part files into out_dir/model_performance_individual_results.csv.
+def write_individual_results(run: RunFolder, parts: list[Path], out: RunFolder | None = None):
+    """Concatenate part files into out's model_performance_individual_results.csv.
 
-    out_dir defaults to run_dir (whose trained_models_info.csv gives the study's columns).
+    `out` defaults to `run` (whose trained_models_info.csv gives the study's columns).
     """
-    frames = [f for f in (_read_part(p) for p in parts) if f is not None and not f.empty]
-    path = Path(out_dir if out_dir is not None else run_dir) / INDIVIDUAL_CSV
+    frames = [read_csv(p, dtype={"image": str, "model_id": str}) for p in parts]
+    frames = [f for f in frames if not f.empty]
+    path = (out or run).individual_csv
     if not frames:
         write_csv(
             path, [], columns=[f for f in ImageResult.__dataclass_fields__ if f != "confusion"]
         )
         return path
     df = pd.concat(frames, ignore_index=True)
-    trained = _read_csv(Path(run_dir) / "trained_models_info.csv")
-    df = with_study_columns(df, trained)
+    df = with_study_columns(df, read_csv(run.trained_csv))
     df["Image_Name"] = df["image"]
     df["IoU_score"] = df["fg_iou"]
     df["Dice_score"] = df["fg_dice"]
@@ -534,20 +312,41 @@ def write_individual_results(run_dir: Path, parts: list[Path], out_dir: Path | N
     return path
 
 
+# --- `unetq evaluate` --------------------------------------------------------------------------
+
+
+def evaluate_command(
+    run_dir: Path,
+    split: str,
+    data_dir: Path | None = None,
+    fmt: str | None = None,
+    name: str | None = None,
+    progress: Any = None,
+) -> tuple[Path, str | None]:
+    """`unetq evaluate`: the run's own split, or (another --data-dir, or --name) every image of
+    another dataset into cross/<name>/. Returns (individual CSV, cross name or None)."""
+    run = RunFolder(run_dir)
+    if not run.root.is_dir():
+        raise ConfigError(f"run folder not found: {run.root}")
+    cfg = run.load_config() if run.config.exists() else StudyConfig()
+    if is_cross(run, cfg.data, data_dir, name):
+        label = cross_name(name, data_dir)
+        data = cross_data_config(cfg.data, data_dir, fmt)
+        cfg = cfg.model_copy(update={"data": data})
+        index = open_dataset(cfg.data, progress=progress)
+        return evaluate_cross(run.root, index, label, cfg, progress=progress), label
+    update: dict[str, Any] = {"data_dir": data_dir} if data_dir is not None else {}
+    if fmt is not None:
+        update["format"] = fmt
+    cfg = cfg.model_copy(update={"data": cfg.data.model_copy(update=update)})
+    index = open_dataset(cfg.data, progress=progress)
+    return evaluate_run(run.root, index, split, cfg, progress=progress), None
+
+
 # --- cross-dataset: the run's models on another dataset with the same classes ------------------
 
 
-def run_dataset_info(run_dir: Path) -> dict[str, Any] | None:
-    """The run's dataset.json (written by the study's data step), or None when absent."""
-    path = Path(run_dir) / "dataset.json"
-    try:
-        info = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None
-    return info if isinstance(info, dict) else None
-
-
-def is_cross(run_dir: Path, run_data: Any, data_dir: Path | None, name: str | None) -> bool:
+def is_cross(run: RunFolder, run_data: Any, data_dir: Path | None, name: str | None) -> bool:
     """Cross mode: a --name, or a --data-dir other than the dataset the run was made with.
 
     The run's dataset is the root in its dataset.json, else its configured data.data_dir; when
@@ -557,8 +356,7 @@ def is_cross(run_dir: Path, run_data: Any, data_dir: Path | None, name: str | No
         return True
     if data_dir is None:
         return False
-    info = run_dataset_info(run_dir) or {}
-    own = info.get("root") or getattr(run_data, "data_dir", None)
+    own = read_json(run.dataset).get("root") or getattr(run_data, "data_dir", None)
     if own is None:
         return False
     return not _same_path(own, data_dir)
@@ -568,12 +366,10 @@ def _same_path(a: Any, b: Any) -> bool:
     return Path(a).expanduser().resolve() == Path(b).expanduser().resolve()
 
 
-def cross_data_config(run_data: Any, data_dir: Path | None, fmt: str | None) -> Any:
+def cross_data_config(run_data: DataConfig, data_dir: Path | None, fmt: str | None) -> DataConfig:
     """The run's data config pointed at another dataset; its layout is detected unless given."""
     update: dict[str, Any] = {}
     if data_dir is not None:
-        from unetq.data import detect_format
-
         folder = Path(data_dir).expanduser()
         if not folder.is_dir():
             raise DataError(f"data folder not found: {folder}")
@@ -597,26 +393,25 @@ def cross_name(name: str | None, data_dir: Path | None) -> str:
     return name
 
 
-def check_cross_compatible(run_dir: Path, index: Any) -> None:
+def check_cross_compatible(run: RunFolder, index: Any) -> None:
     """Same number of classes and same background class as the run's dataset (dataset.json).
 
     Without a dataset.json only the models' class count is checked (per predictor).
     """
-    info = run_dataset_info(run_dir)
-    if info is None or "num_classes" not in info:
+    info = read_json(run.dataset)
+    if "num_classes" not in info:
         return
     ours = (int(info["num_classes"]), int(info.get("background_class", -1)))
     theirs = (int(index.num_classes), int(index.background_class))
     if ours != theirs:
         raise DataError(
             f"{index.root} has {theirs[0]} classes with background class {theirs[1]} but the "
-            f"run's dataset {info.get('root', run_dir)} has {ours[0]} with background class "
+            f"run's dataset {info.get('root', run.root)} has {ours[0]} with background class "
             f"{ours[1]}: cross-dataset evaluation needs the same classes"
         )
 
 
-def cross_dataset_info(index: Any, name: str, cfg: Any, run_dir: Path) -> dict[str, Any]:
-    run_info = run_dataset_info(run_dir) or {}
+def cross_dataset_info(index: Any, name: str, cfg: Any, run: RunFolder) -> dict[str, Any]:
     return {
         "name": name,
         "format": index.format,
@@ -626,13 +421,13 @@ def cross_dataset_info(index: Any, name: str, cfg: Any, run_dir: Path) -> dict[s
         "num_classes": index.num_classes,
         "background_class": index.background_class,
         "class_names": list(getattr(index, "class_names", [])),
-        "split": CROSS_SPLIT,
+        "split": ALL_SPLIT,
         "images": len(index.pairs),
         "max_images": cfg.evaluate.max_images,
         "image_size": cfg.data.image_size,
         "skipped": len(getattr(index, "skipped", [])),
         "unmatched": len(getattr(index, "unmatched", [])),
-        "run_dataset": run_info.get("root"),
+        "run_dataset": read_json(run.dataset).get("root"),
     }
 
 
@@ -645,66 +440,25 @@ def evaluate_cross(run_dir: Path, index: Any, name: str, cfg: Any, progress: Any
     dataset must have the run's classes (count and background class). Returns the individual
     CSV's path.
     """
-    run_dir = Path(run_dir)
+    run = RunFolder(run_dir)
     name = cross_name(name, None)
-    check_cross_compatible(run_dir, index)
-    out_dir = run_dir / CROSS_DIR / name
-    old = run_dataset_info(out_dir)
-    if old and old.get("root") and not _same_path(old["root"], index.root):
+    check_cross_compatible(run, index)
+    out = run.cross(name)
+    old = read_json(out.dataset)
+    if old.get("root") and not _same_path(old["root"], index.root):
         raise ConfigError(
-            f"{out_dir} holds results for another dataset ({old['root']}); "
+            f"{out.root} holds results for another dataset ({old['root']}); "
             "choose another --name or delete that folder"
         )
-    if not model_dirs(run_dir):
-        raise ModelError(f"no trained models in {run_dir / 'models'}")
-    write_json(out_dir / "dataset.json", cross_dataset_info(index, name, cfg, run_dir))
-    parts = evaluate_parts(run_dir, out_dir, index, CROSS_SPLIT, cfg, progress)
-    path = write_individual_results(run_dir, parts, out_dir)
-    write_cross_average(run_dir, out_dir, name)
+    if not run.model_ids():
+        raise ModelError(f"no trained models in {run.models_dir}")
+    write_json(out.dataset, cross_dataset_info(index, name, cfg, run))
+    parts = evaluate_parts(run, out, index, ALL_SPLIT, cfg, progress)
+    path = write_individual_results(run, parts, out)
+    write_accuracy_average(run, out, name)
     return path
 
 
-def write_cross_average(run_dir: Path, out_dir: Path, name: str) -> Path:
-    """out_dir/model_performance_average_results.csv: accuracy only, no latency columns."""
-    acc = summarize(read_individual_results(Path(out_dir) / INDIVIDUAL_CSV))
-    acc["dataset"] = name
-    acc["size_bytes"] = [
-        _artifact_size(Path(run_dir) / "models" / str(m), str(v))
-        for m, v in zip(acc["model_id"], acc["variant"], strict=True)
-    ]
-    df = with_study_columns(acc, _read_csv(Path(run_dir) / "trained_models_info.csv"))
-    study = pd.DataFrame(
-        {"IoU_score": df.get("fg_iou"), "Dice_score": df.get("fg_dice")}, index=df.index
-    )
-    lead = 5 if "Model" in df else 0
-    df = pd.concat([df.iloc[:, :lead], study, df.iloc[:, lead:]], axis=1)
-    for col in ("IoU_score", "Dice_score"):
-        df[f"Average_{col}"] = df[col]
-    path = Path(out_dir) / AVERAGE_CSV
-    with atomic_path(path) as tmp:
-        df.to_csv(tmp, index=False)
-    return path
-
-
-def _artifact_size(model_dir: Path, variant: str) -> float:
-    try:
-        return float(artifact_for(model_dir, variant).stat().st_size)
-    except (OSError, KeyError):
-        return float("nan")
-
-
-def read_individual_results(path: Path) -> pd.DataFrame:
-    """model_performance_individual_results.csv without its study-name aliases (empty if absent)."""
-    frame = _read_csv(Path(path), dtype={"image": str, "model_id": str})
-    if frame is None:
-        return pd.DataFrame()
-    return frame.drop(columns=[c for c in STUDY_ALIASES if c in frame.columns])
-
-
-def _read_csv(path: Path, **kwargs) -> pd.DataFrame | None:
-    if not path.exists() or path.stat().st_size == 0:
-        return None
-    try:
-        return pd.read_csv(path, **kwargs)
-    except (pd.errors.ParserError, pd.errors.EmptyDataError):
-        return None
+def accuracy_summary(path: Path) -> pd.DataFrame:
+    """The per-(model, variant, runtime) summary of an individual-results CSV."""
+    return summarize(read_individual_results(path))

@@ -135,3 +135,12 @@ def agreement(a: np.ndarray, b: np.ndarray) -> float:
     if a.size == 0:
         return float("nan")
     return float(np.count_nonzero(a == b) / a.size)
+
+
+def mean_fg_iou(truth: np.ndarray, pred: np.ndarray, num_classes: int, background: int) -> float:
+    """Foreground IoU per image of class maps [N, H, W], averaged over the images."""
+    per_image = [
+        scores(confusion_matrix(t, p, num_classes), background)["fg_iou"]
+        for t, p in zip(truth, pred, strict=True)
+    ]
+    return float(np.nanmean(per_image)) if per_image else float("nan")

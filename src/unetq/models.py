@@ -10,7 +10,14 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+import numpy as np
+
 from unetq.errors import ConfigError
+
+
+def to_input(images: np.ndarray) -> np.ndarray:
+    """uint8 images -> float32 in [0, 1]: the input convention of every unetq model."""
+    return np.ascontiguousarray(images, dtype=np.float32) / np.float32(255.0)
 
 
 def _keras():

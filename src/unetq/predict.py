@@ -9,8 +9,11 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from unetq.data import read_image
 from unetq.errors import UnetqError
 from unetq.fileio import atomic_path
+from unetq.models import to_input
+from unetq.runtimes import load_predictor
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".gif", ".bmp", ".tif", ".tiff", ".webp", ".ppm"}
 OVERLAY_COLORS = np.array(
@@ -27,7 +30,8 @@ class PredictResult:
 
 
 def default_runtime(model: Path) -> str:
-    return "keras" if model.suffix == ".keras" else "litert"
+    """The runtime of a model file, by its suffix: .keras/.h5 keras, .xml openvino, else litert."""
+    return {".keras": "keras", ".h5": "keras", ".xml": "openvino"}.get(model.suffix, "litert")
 
 
 def list_images(source: Path) -> list[Path]:
@@ -48,9 +52,6 @@ def predict_images(
     progress=None,
 ) -> PredictResult:
     """Write <stem>_mask.png (class ids) and <stem>_overlay.png for every readable image."""
-    from unetq.data import read_image
-    from unetq.runtimes import load_predictor
-
     if not model.exists():
         raise UnetqError(f"model file not found: {model}")
     files = list_images(source)
@@ -70,7 +71,7 @@ def predict_images(
                 progress.advance(task)
             continue
         resized = np.asarray(Image.fromarray(image).resize((width, height), Image.BILINEAR))
-        x = resized[None].astype(np.float32) / 255.0
+        x = to_input(resized[None])
         start = time.perf_counter_ns()
         probs = predictor.run(x)
         result.ms_per_image.append((time.perf_counter_ns() - start) / 1e6)

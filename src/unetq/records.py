@@ -2,7 +2,45 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
+
+_MODEL_ID = re.compile(r"^(?P<arch>.+)-f(?P<filters>\d+)-(?P<norm>bn|nobn)-e(?P<epochs>\d+)$")
+
+
+@dataclass(frozen=True)
+class ModelId:
+    """What a grid model's id says: `xception-f32-bn-e50` <-> (xception, 32, True, 50)."""
+
+    arch: str
+    filters: int
+    batchnorm: bool
+    epochs: int
+
+    def __str__(self) -> str:
+        return f"{self.run_id}-e{self.epochs}"
+
+    @property
+    def run_id(self) -> str:
+        """The training run the model comes from (shared by every epoch horizon)."""
+        return f"{self.arch}-f{self.filters}-{'bn' if self.batchnorm else 'nobn'}"
+
+    @classmethod
+    def parse(cls, text: str) -> ModelId | None:
+        """The parts of a grid model's id; None for any other name (a user's own model)."""
+        m = _MODEL_ID.match(str(text))
+        if m is None:
+            return None
+        return cls(m["arch"], int(m["filters"]), m["norm"] == "bn", int(m["epochs"]))
+
+    def study_columns(self) -> dict[str, object]:
+        """The original study's column names."""
+        return {
+            "Model": str(self),
+            "Epoch": self.epochs,
+            "Filters": self.filters,
+            "Normalization": "BatchNorm" if self.batchnorm else "NoBatchNorm",
+        }
 
 
 @dataclass(frozen=True)
@@ -17,24 +55,16 @@ class ModelSpec:
     num_classes: int
 
     @property
+    def identity(self) -> ModelId:
+        return ModelId(self.arch, self.filters, self.batchnorm, self.epochs)
+
+    @property
     def model_id(self) -> str:
-        norm = "bn" if self.batchnorm else "nobn"
-        return f"{self.arch}-f{self.filters}-{norm}-e{self.epochs}"
+        return str(self.identity)
 
     @property
     def run_id(self) -> str:
-        """The training run this model comes from (shared by every epoch horizon)."""
-        norm = "bn" if self.batchnorm else "nobn"
-        return f"{self.arch}-f{self.filters}-{norm}"
-
-    def study_columns(self) -> dict[str, object]:
-        """The original study's column names."""
-        return {
-            "Model": self.model_id,
-            "Epoch": self.epochs,
-            "Filters": self.filters,
-            "Normalization": "BatchNorm" if self.batchnorm else "NoBatchNorm",
-        }
+        return self.identity.run_id
 
 
 @dataclass
@@ -84,8 +114,9 @@ class CompressRecord:
     agreement: float  # share of verification pixels whose class equals the keras model's
     max_abs_diff: float  # largest |p_variant - p_keras| over class probabilities
     verify_images: int
-    precision: str = ""  # read from the artifact: fp32, fp16-weights, dynamic-int8, int8, int16x8
+    precision: str = ""  # as its runtime reports it: fp32, fp16-weights, int8, int8+bf16, ...
     io_dtype: str = ""  # dtype of the model's input/output tensors: float32 or uint8
+    error: str = ""  # why the variant could not be made (then it has no artifact)
 
 
 @dataclass

@@ -3,8 +3,8 @@
 Every (condition, severity) corrupts the test images once at their original resolution,
 resizes them as the data cache does, and runs every chosen model and variant on them. Results
 go to one part file per (condition, severity), so an interrupted run resumes where it stopped;
-a part counts as finished only if it holds every chosen (model, variant) on the same images
-and is newer than their artifacts.
+a part counts as finished only if it holds every chosen (model, variant) on the same images,
+computed from artifacts of the same content.
 """
 
 from __future__ import annotations
@@ -18,12 +18,16 @@ import pandas as pd
 from PIL import Image
 
 from unetq.config import StudyConfig
+from unetq.data import load_split, read_image
 from unetq.data.conditions import apply_condition, check_conditions
 from unetq.errors import ConfigError, DataError, ModelError
 from unetq.fileio import write_csv
-from unetq.report.tables import ROBUSTNESS_CSV, read_csv, with_model_factors
+from unetq.metrics import agreement, confusion_matrix, scores
+from unetq.records import ModelId
+from unetq.runfolder import RunFolder, artifact_digest, read_csv, say_reused
+from unetq.runtimes import load_predictor, usable_cores
+from unetq.variants import VARIANTS
 
-PART_DIR = ".robustness"
 METRICS = ("fg_iou", "fg_dice", "miou")
 PART_COLUMNS = [
     "model_id",
@@ -34,29 +38,29 @@ PART_COLUMNS = [
     *METRICS,
     "agreement",
     "images_key",  # which images and seed a part was computed on; not in robustness.csv
+    "artifact_sha256",  # which artifact content a row was computed from; not in robustness.csv
 ]
+PART_ONLY = ("images_key", "artifact_sha256")
 
 
 def choose_models(run_dir: Path, names: list[str] | None) -> list[str]:
     """The configured models, else per filter width the longest-trained (batch norm first)."""
-    run_dir = Path(run_dir)
-    available = sorted(p.parent.name for p in (run_dir / "models").glob("*/model.keras"))
+    available = RunFolder(run_dir).model_ids()
     if names:
         missing = [n for n in names if n not in available]
         if missing:
             raise ConfigError(f"robustness.models not trained in {run_dir}: {', '.join(missing)}")
         return list(dict.fromkeys(names))
-    df = with_model_factors(pd.DataFrame({"model_id": available}))
-    if df.empty:
-        return []
-    df = df.sort_values(["filters", "epochs", "batchnorm"], ascending=[True, False, False])
-    return df.groupby("filters", sort=True).head(1)["model_id"].tolist()
+    grid = [(m, ModelId.parse(m)) for m in available]
+    grid = [(m, i) for m, i in grid if i is not None]
+    best: dict[int, tuple[str, ModelId]] = {}
+    for model_id, identity in sorted(grid, key=lambda g: (-g[1].epochs, not g[1].batchnorm)):
+        best.setdefault(identity.filters, (model_id, identity))
+    return [best[f][0] for f in sorted(best)]
 
 
 def robustness_variants(names: list[str]) -> list[str]:
     """The configured variants, keras first (its class maps are the agreement reference)."""
-    from unetq.compress import VARIANTS
-
     unknown = [v for v in names if v not in VARIANTS]
     if unknown:
         raise ConfigError(
@@ -69,10 +73,6 @@ def resize_image(image: np.ndarray, size: int) -> np.ndarray:
     return np.asarray(Image.fromarray(image).resize((size, size), Image.BILINEAR))
 
 
-def part_path(run_dir: Path, condition: str, severity: int) -> Path:
-    return Path(run_dir) / PART_DIR / f"{condition}-{severity}.csv"
-
-
 def robustness_run(run_dir: Path, index, cfg: StudyConfig, progress=None) -> Path:
     """Write robustness.csv: one row per (model, variant, condition, severity), clean rows too.
 
@@ -80,28 +80,22 @@ def robustness_run(run_dir: Path, index, cfg: StudyConfig, progress=None) -> Pat
     clean value of the same model and variant; `agreement` is the share of pixels whose class
     equals the keras model's on the same (corrupted) images.
     """
-    from unetq.compress import VARIANTS, artifact_path
-    from unetq.data import load_split, read_image
-    from unetq.runtimes import available_cores, load_predictor
-
-    run_dir = Path(run_dir)
+    run = RunFolder(run_dir)
     rcfg = cfg.robustness
     check_conditions(rcfg.conditions, rcfg.severities)
     variants = robustness_variants(rcfg.variants)
-    models = choose_models(run_dir, rcfg.models)
+    models = choose_models(run.root, rcfg.models)
     if not models:
-        raise ModelError(f"no trained models for the robustness step in {run_dir / 'models'}")
+        raise ModelError(f"no trained models for the robustness step in {run.models_dir}")
     artifacts = {
-        (m, v): path
-        for m in models
-        for v in variants
-        if (path := artifact_path(run_dir / "models" / m, v)).exists()
+        (m, v): path for m in models for v in variants if (path := run.artifact(m, v)).exists()
     }
     if not artifacts:
         raise ModelError(
             f"none of robustness.variants ({', '.join(variants)}) exists for "
-            f"{', '.join(models)} in {run_dir / 'models'}"
+            f"{', '.join(models)} in {run.models_dir}"
         )
+    digests = {key: artifact_digest(path) for key, path in artifacts.items()}
     split = cfg.evaluate.split
     test = load_split(index, split, cfg.data.image_size, progress=progress)
     n = min(len(test.names), rcfg.max_images or len(test.names))
@@ -111,11 +105,11 @@ def robustness_run(run_dir: Path, index, cfg: StudyConfig, progress=None) -> Pat
     truth = test.masks[:n]
     key = images_key(names, rcfg.seed)
     jobs = [("clean", 0)] + [(c, s) for c in rcfg.conditions for s in sorted(set(rcfg.severities))]
-    parts = [part_path(run_dir, c, s) for c, s in jobs]
+    parts = [run.robustness_part(c, s) for c, s in jobs]
     pending = [
         (job, part)
         for job, part in zip(jobs, parts, strict=True)
-        if not part_done(part, artifacts, n, key)
+        if not part_done(part, digests, n, key)
     ]
     task = None
     if progress is not None:
@@ -148,7 +142,7 @@ def robustness_run(run_dir: Path, index, cfg: StudyConfig, progress=None) -> Pat
                         predictors[model_id, variant] = load_predictor(
                             VARIANTS[variant].runtime,
                             artifacts[model_id, variant],
-                            threads=available_cores(),
+                            threads=usable_cores(),
                         )
                     pred = predictors[model_id, variant].predict(images)
                     if variant == "keras":
@@ -157,6 +151,7 @@ def robustness_run(run_dir: Path, index, cfg: StudyConfig, progress=None) -> Pat
                     row.update(condition=condition, severity=severity, n_images=n)
                     row.update(score_maps(truth, pred, reference, index))
                     row["images_key"] = key
+                    row["artifact_sha256"] = digests[model_id, variant]
                     rows.append(row)
             write_csv(part, rows, columns=PART_COLUMNS)
             if task is not None:
@@ -166,13 +161,12 @@ def robustness_run(run_dir: Path, index, cfg: StudyConfig, progress=None) -> Pat
         gc.collect()
     if task is not None:
         progress.remove_task(task)
-    return write_robustness_csv(run_dir, parts)
+    say_reused(progress, "robustness", len(pending), len(jobs))
+    return write_robustness_csv(run.root, parts)
 
 
 def score_maps(truth: np.ndarray, pred: np.ndarray, reference, index) -> dict[str, float]:
     """Per-image means of fg IoU/Dice and mIoU; pixel agreement with the keras class maps."""
-    from unetq.metrics import agreement, confusion_matrix, scores
-
     per_image = [
         scores(confusion_matrix(t, p, index.num_classes), index.background_class)
         for t, p in zip(truth, pred, strict=True)
@@ -188,38 +182,34 @@ def images_key(names: list[str], seed: int) -> str:
     return f"{zlib.crc32(text.encode()):08x}"
 
 
-def part_done(part: Path, artifacts: dict, n: int, key: str) -> bool:
-    """Finished: exactly the expected (model, variant) rows on the same images, newer than
-    every artifact it used."""
-    try:
-        df = pd.read_csv(part, dtype={"model_id": str, "variant": str, "images_key": str})
-    except (OSError, ValueError, pd.errors.ParserError, pd.errors.EmptyDataError):
+def part_done(part: Path, digests: dict, n: int, key: str) -> bool:
+    """Finished: exactly the expected (model, variant) rows on the same images, each computed
+    from an artifact of the content it has now (`digests`)."""
+    df = read_csv(part, dtype={"model_id": str, "variant": str, "images_key": str})
+    if not set(PART_COLUMNS) <= set(df.columns) or len(df) != len(digests):
         return False
-    if not set(PART_COLUMNS) <= set(df.columns) or len(df) != len(artifacts):
+    pairs = zip(df["model_id"], df["variant"], strict=True)
+    found = dict(zip(pairs, df["artifact_sha256"], strict=True))
+    if found != digests:
         return False
-    if set(zip(df["model_id"], df["variant"], strict=True)) != set(artifacts):
-        return False
-    if not ((df["n_images"] == n).all() and (df["images_key"] == key).all()):
-        return False
-    mtime = part.stat().st_mtime
-    return all(path.stat().st_mtime <= mtime for path in artifacts.values())
+    return bool((df["n_images"] == n).all() and (df["images_key"] == key).all())
 
 
 def write_robustness_csv(run_dir: Path, parts: list[Path] | None = None) -> Path:
     """Join the part files (default: every part on disk) and add the change of each metric
     against the clean images."""
-    run_dir = Path(run_dir)
+    run = RunFolder(run_dir)
     if parts is None:
-        parts = sorted((run_dir / PART_DIR).glob("*.csv"))
+        parts = run.robustness_parts()
     frames = [read_csv(p) for p in parts]
     frames = [f for f in frames if not f.empty]
-    out = run_dir / ROBUSTNESS_CSV
-    columns = [c for c in PART_COLUMNS if c != "images_key"]
+    out = run.robustness_csv
+    columns = [c for c in PART_COLUMNS if c not in PART_ONLY]
     columns += [f"{m}_change" for m in METRICS]
     if not frames:
         write_csv(out, [], columns=columns)
         return out
-    df = pd.concat(frames, ignore_index=True).drop(columns=["images_key"], errors="ignore")
+    df = pd.concat(frames, ignore_index=True).drop(columns=list(PART_ONLY), errors="ignore")
     clean = df[df["condition"] == "clean"].set_index(["model_id", "variant"])
     keys = pd.MultiIndex.from_frame(df[["model_id", "variant"]])
     for metric in METRICS:

@@ -8,24 +8,24 @@ loaders, so a process that only runs LiteRT never pays for TensorFlow.
 from __future__ import annotations
 
 import contextlib
-import copy
 import os
 import sys
-import tempfile
 import zipfile
 from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 
-from unetq.errors import ModelError, UnetqError
+from unetq.errors import ModelError, UnetqError, first_line
+from unetq.models import to_input
 
 KERAS_SUFFIXES = (".keras", ".h5")
 # OpenVINO spelling -> the name unetq records (BenchRecord.precision)
 _OV_PRECISIONS = {"f32": "fp32", "bf16": "bf16", "f16": "fp16"}
 
 
-def available_cores() -> int:
+def usable_cores() -> int:
+    """Cores this process may run on (CPU affinity), else os.cpu_count()."""
     try:
         return len(os.sched_getaffinity(0))
     except AttributeError:  # not Linux
@@ -81,16 +81,6 @@ class Predictor:
             f"{type(self).__name__}(artifact={str(self.artifact)!r}, threads={self.threads}, "
             f"precision={self.precision!r}, input_hw={self.input_hw}, classes={self.num_classes})"
         )
-
-
-def to_input(images: np.ndarray) -> np.ndarray:
-    """uint8 images -> float32 in [0, 1], the model input convention."""
-    return np.ascontiguousarray(images, dtype=np.float32) / np.float32(255.0)
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip() or type(exc).__name__
-    return text.splitlines()[0][:200]
 
 
 def _require_file(artifact: Path) -> Path:
@@ -153,7 +143,7 @@ def set_tf_threads(threads: int) -> int:
         with contextlib.suppress(RuntimeError):  # context already running with other values
             setter(value)
     actual = tf.config.threading.get_intra_op_parallelism_threads()
-    return actual if actual > 0 else available_cores()
+    return actual if actual > 0 else usable_cores()
 
 
 def load_keras_model(path: Path):
@@ -168,7 +158,7 @@ def load_keras_model(path: Path):
     try:
         return keras.saving.load_model(path, compile=False)
     except Exception as exc:  # zip/JSON/HDF5/deserialisation errors all mean "unreadable"
-        raise ModelError(f"cannot load Keras model {path}: {_first_line(exc)}") from None
+        raise ModelError(f"cannot load Keras model {path}: {first_line(exc)}") from None
 
 
 def segmentation_shape(model, path: Path) -> tuple[int | None, int | None, int]:
@@ -271,7 +261,7 @@ def open_interpreter(artifact: Path | None = None, content: bytes | None = None,
             else:
                 interp = Interpreter(model_path=str(artifact), num_threads=threads)
     except Exception as exc:
-        raise ModelError(f"cannot load TFLite model {where}: {_first_line(exc)}") from None
+        raise ModelError(f"cannot load TFLite model {where}: {first_line(exc)}") from None
     try:
         with native_stderr_quiet():
             interp.allocate_tensors()
@@ -281,7 +271,7 @@ def open_interpreter(artifact: Path | None = None, content: bytes | None = None,
             raise ModelError(
                 f"{where} needs ops that LiteRT's builtin kernels lack: {', '.join(ops)}"
             ) from None
-        raise ModelError(f"cannot run TFLite model {where}: {_first_line(exc)}") from None
+        raise ModelError(f"cannot run TFLite model {where}: {first_line(exc)}") from None
     return interp
 
 
@@ -375,47 +365,44 @@ class LiteRTPredictor(Predictor):
 
 
 class OpenVINOPredictor(Predictor):
-    """OpenVINO's CPU plugin on a .tflite file (normally tflite-fp32), one InferRequest.
+    """OpenVINO's CPU plugin on an IR (`.xml` + `.bin`, e.g. openvino-fp32), one InferRequest.
 
-    `precision` is an INFERENCE_PRECISION_HINT ('f32'/'fp32' or 'bf16'); without it the plugin
-    chooses (bf16 on CPUs with native bf16). The precision recorded is the one the compiled
-    model reports, as 'fp32', 'bf16' or 'fp16'.
+    A dynamic batch dimension is fixed to 1 (the call unetq times); height and width must be
+    static. `precision` is an INFERENCE_PRECISION_HINT ('f32'/'fp32' or 'bf16') for the float parts;
+    without it the plugin chooses (bf16 on CPUs with native bf16). The precision recorded is the
+    one the compiled model reports, as 'fp32', 'bf16' or 'fp16', prefixed by 'int8+' for a
+    quantized model.
     """
 
     runtime = "openvino"
 
     def __init__(self, artifact: Path, threads: int = 1, precision: str | None = None, **_):
         self.artifact = _require_file(Path(artifact))
-        if self.artifact.suffix != ".tflite":
-            raise ModelError(f"openvino runs .tflite files (use tflite-fp32): {self.artifact}")
-        hint = _ov_hint(precision)
+        if self.artifact.suffix != ".xml":
+            raise ModelError(
+                f"openvino runs OpenVINO IR (.xml + .bin; make one with unetq compress --variants "
+                f"openvino-fp32): {self.artifact}"
+            )
         import openvino as ov
 
-        core = ov.Core()
-        with tempfile.TemporaryDirectory(prefix="unetq-ov-") as tmp:
-            source = self.artifact
-            fixed = _openvino_safe_tflite(self.artifact)
-            self.unfused_activations = fixed is not None
-            if fixed is not None:
-                source = Path(tmp) / self.artifact.name
-                source.write_bytes(fixed)
-            self._compile(ov, core, source, threads, hint)
-
-    def _compile(self, ov, core, source: Path, threads: int, hint: str | None) -> None:
         try:
-            model = core.read_model(str(source))
+            model = ov.Core().read_model(str(self.artifact))
         except Exception as exc:
-            raise ModelError(f"OpenVINO cannot read {self.artifact}: {_ov_reason(exc)}") from None
+            raise ModelError(f"OpenVINO cannot read {self.artifact}: {ov_reason(exc)}") from None
+        self._compile(ov, model, threads, _ov_hint(precision))
+
+    def _compile(self, ov, model, threads: int, hint: str | None) -> None:
         if len(model.inputs) != 1 or len(model.outputs) != 1:
             raise ModelError(f"{self.artifact}: expected one input and one output")
+        ipart = model.inputs[0].get_partial_shape()
+        if ipart.rank.is_static and ipart.rank.get_length() == 4 and ipart[0].is_dynamic:
+            model.reshape([1, *(d.get_length() if d.is_static else -1 for d in list(ipart)[1:])])
         ipart, opart = model.inputs[0].get_partial_shape(), model.outputs[0].get_partial_shape()
         if not (ipart.is_static and opart.is_static):
             raise ModelError(f"{self.artifact}: openvino needs a static [1, H, W, 3] input shape")
         ishape, oshape = tuple(ipart.to_shape()), tuple(opart.to_shape())
         if model.inputs[0].get_element_type() != ov.Type.f32 or len(ishape) != 4:
-            raise ModelError(
-                f"{self.artifact}: openvino needs a float32 [1, H, W, 3] input (use tflite-fp32)"
-            )
+            raise ModelError(f"{self.artifact}: openvino needs a float32 [1, H, W, 3] input")
         config: dict[str, object] = {
             "INFERENCE_NUM_THREADS": int(threads),
             "PERFORMANCE_HINT": "LATENCY",
@@ -423,12 +410,13 @@ class OpenVINOPredictor(Predictor):
         if hint:
             config["INFERENCE_PRECISION_HINT"] = hint
         try:
-            self.compiled = core.compile_model(model, "CPU", config)
+            self.compiled = ov.Core().compile_model(model, "CPU", config)
         except Exception as exc:
-            reason = _ov_reason(exc)
+            reason = ov_reason(exc)
             raise ModelError(f"OpenVINO cannot compile {self.artifact}: {reason}") from None
         chosen = self.compiled.get_property("INFERENCE_PRECISION_HINT").get_type_name()
-        self.precision = _OV_PRECISIONS.get(chosen, chosen)
+        quantized = any(op.get_type_name() == "FakeQuantize" for op in model.get_ops())
+        self.precision = ("int8+" if quantized else "") + _OV_PRECISIONS.get(chosen, chosen)
         self.threads = int(self.compiled.get_property("INFERENCE_NUM_THREADS"))
         self.input_hw = (int(ishape[1]), int(ishape[2]))
         self.num_classes = int(oshape[-1])
@@ -441,110 +429,6 @@ class OpenVINOPredictor(Predictor):
         return self.request.get_output_tensor().data.astype(np.float32, copy=True)
 
 
-def _openvino_safe_tflite(path: Path) -> bytes | None:
-    """The .tflite rewritten for OpenVINO's frontend, or None if it needs no rewrite."""
-    content = path.read_bytes()
-    from ai_edge_litert import schema_py_generated as schema
-
-    if len(content) < 8 or not schema.Model.ModelBufferHasIdentifier(content, 0):
-        return None  # not a TFLite flatbuffer: let OpenVINO report it
-    if not _has_fused_transpose_conv(content):
-        return None
-    return unfuse_transpose_conv_activations(content)
-
-
-def _has_fused_transpose_conv(content: bytes) -> bool:
-    from ai_edge_litert import schema_py_generated as schema
-
-    try:
-        model = schema.Model.GetRootAs(content, 0)
-        codes = [model.OperatorCodes(i) for i in range(model.OperatorCodesLength())]
-        builtin = [max(c.BuiltinCode(), c.DeprecatedBuiltinCode()) for c in codes]
-        for g in range(model.SubgraphsLength()):
-            graph = model.Subgraphs(g)
-            for i in range(graph.OperatorsLength()):
-                op = graph.Operators(i)
-                if builtin[op.OpcodeIndex()] != schema.BuiltinOperator.TRANSPOSE_CONV:
-                    continue
-                table, options = op.BuiltinOptions(), schema.TransposeConvOptions()
-                if table is None:
-                    continue
-                options.Init(table.Bytes, table.Pos)
-                if options.FusedActivationFunction():
-                    return True
-    except Exception:  # malformed: OpenVINO will say so when it reads the file
-        return False
-    return False
-
-
-def unfuse_transpose_conv_activations(content: bytes) -> bytes | None:
-    """Move TRANSPOSE_CONV's fused activation into its own op; None if there is none to move.
-
-    OpenVINO 2026.4's TFLite frontend drops the fused activation of TRANSPOSE_CONV (its
-    conv and add translators honour it; transpose_conv.cpp never reads it). The TFLite
-    converter fuses Conv2DTranspose -> BatchNorm -> ReLU into one TRANSPOSE_CONV with
-    RELU, so the U-Net's decoder ran without its ReLUs: probabilities off by up to 0.4 and
-    a quarter of the pixels classified differently. Rewriting the graph as
-    TRANSPOSE_CONV(NONE) -> RELU computes what LiteRT computes.
-    """
-    import flatbuffers
-    from ai_edge_litert import schema_py_generated as schema
-
-    ops_by_activation = {
-        schema.ActivationFunctionType.RELU: schema.BuiltinOperator.RELU,
-        schema.ActivationFunctionType.RELU_N1_TO_1: schema.BuiltinOperator.RELU_N1_TO_1,
-        schema.ActivationFunctionType.RELU6: schema.BuiltinOperator.RELU6,
-        schema.ActivationFunctionType.TANH: schema.BuiltinOperator.TANH,
-    }
-    model = schema.ModelT.InitFromPackedBuf(content, 0)
-    codes = model.operatorCodes
-
-    def code_of(op) -> int:
-        code = codes[op.opcodeIndex]
-        return max(code.builtinCode, code.deprecatedBuiltinCode)
-
-    def opcode_index(builtin: int) -> int:
-        for i, code in enumerate(codes):
-            if max(code.builtinCode, code.deprecatedBuiltinCode) == builtin:
-                return i
-        new = schema.OperatorCodeT()
-        new.builtinCode = new.deprecatedBuiltinCode = builtin
-        new.version = 1
-        codes.append(new)
-        return len(codes) - 1
-
-    changed = False
-    for graph in model.subgraphs:
-        patched = []
-        for op in graph.operators:
-            patched.append(op)
-            options = op.builtinOptions
-            act = getattr(options, "fusedActivationFunction", 0)
-            if code_of(op) != schema.BuiltinOperator.TRANSPOSE_CONV or not act:
-                continue
-            if act not in ops_by_activation:
-                raise ModelError(f"TRANSPOSE_CONV with fused activation {act} is not supported")
-            outputs = [int(i) for i in op.outputs]
-            pre = copy.copy(graph.tensors[outputs[0]])
-            name = pre.name.decode() if isinstance(pre.name, bytes) else (pre.name or "")
-            pre.name = f"{name}/before_activation"
-            pre.buffer = 0  # buffer 0 is the empty sentinel: an activation, not a constant
-            graph.tensors.append(pre)
-            op.outputs = [len(graph.tensors) - 1, *outputs[1:]]
-            options.fusedActivationFunction = schema.ActivationFunctionType.NONE
-            activation = schema.OperatorT()
-            activation.opcodeIndex = opcode_index(ops_by_activation[act])
-            activation.inputs, activation.outputs = [op.outputs[0]], [outputs[0]]
-            patched.append(activation)
-            changed = True
-        graph.operators = patched
-    if not changed:
-        return None
-    builder = flatbuffers.Builder(len(content) + 4096)
-    builder.Finish(model.Pack(builder), file_identifier=b"TFL3")
-    return bytes(builder.Output())
-
-
 def _ov_hint(precision: str | None) -> str | None:
     if precision is None:
         return None
@@ -554,7 +438,7 @@ def _ov_hint(precision: str | None) -> str | None:
     return aliases[precision]
 
 
-def _ov_reason(exc: BaseException) -> str:
+def ov_reason(exc: BaseException) -> str:
     """OpenVINO errors are multi-line C++ traces; keep the most telling line."""
     lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
     useful = [ln for ln in lines if not ln.startswith(("Exception from", "Check "))]

@@ -6,7 +6,6 @@ after an interruption redoes only what was not finished.
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -23,10 +22,24 @@ from rich.progress import (
 )
 from rich.table import Table
 
-from unetq.config import StudyConfig, load_toml, to_toml
+from unetq.bench.run import bench_run
+from unetq.compress import (
+    compress_models,
+    compress_rows,
+    compression_images,
+    guard_validation,
+)
+from unetq.config import StudyConfig, to_toml
+from unetq.data import load_split, open_dataset
 from unetq.errors import ConfigError
+from unetq.evaluate import evaluate_run
 from unetq.fileio import write_csv, write_json, write_text
-from unetq.report.tables import COMPRESSED_CSV, main_table, read_csv
+from unetq.report import build_report
+from unetq.report.panel import make_panel
+from unetq.report.tables import main_table
+from unetq.robustness import robustness_run
+from unetq.runfolder import RunFolder, read_csv, read_json
+from unetq.train import train_grid
 
 # Sections whose change alters results: a run folder holds one value of them.
 RESULT_SECTIONS = ("data", "train", "compress")
@@ -41,9 +54,11 @@ class StudyContext:
     index: object = None
     arrays: dict = field(default_factory=dict)
 
-    def split(self, name: str):
-        from unetq.data import load_split
+    @property
+    def run(self) -> RunFolder:
+        return RunFolder(self.run_dir)
 
+    def split(self, name: str):
         if name not in self.arrays:
             self.arrays[name] = load_split(
                 self.index, name, self.cfg.data.image_size, progress=self.progress
@@ -51,30 +66,21 @@ class StudyContext:
         return self.arrays[name]
 
 
-def load_run_config(run_dir: Path) -> StudyConfig:
-    path = Path(run_dir) / "config.toml"
-    if not path.exists():
-        raise ConfigError(f"{run_dir} is not a unetq run folder (no config.toml)")
-    return StudyConfig.model_validate(load_toml(path))
-
-
 def prepare_run_dir(cfg: StudyConfig, run_dir: Path) -> None:
     """Write config.toml; refuse to mix results of a different config in one folder."""
-    path = run_dir / "config.toml"
-    if path.exists():
-        old = load_run_config(run_dir)
+    run = RunFolder(run_dir)
+    if run.config.exists():
+        old = run.load_config()
         for section in RESULT_SECTIONS:
             if getattr(old, section) != getattr(cfg, section):
                 raise ConfigError(
                     f"{run_dir} holds a study with a different [{section}] config; "
                     "use another --out or delete the folder"
                 )
-    write_text(path, to_toml(cfg))
+    write_text(run.config, to_toml(cfg))
 
 
 def step_data(ctx: StudyContext) -> None:
-    from unetq.data import open_dataset
-
     ctx.index = open_dataset(ctx.cfg.data, progress=ctx.progress)
     index = ctx.index
     if index.synthetic:
@@ -82,7 +88,7 @@ def step_data(ctx: StudyContext) -> None:
     else:
         ctx.console.print(f"data: {index.note or index.root}")
     write_json(
-        ctx.run_dir / "dataset.json",
+        ctx.run.dataset,
         {
             "format": index.format,
             "root": str(index.root),
@@ -98,8 +104,6 @@ def step_data(ctx: StudyContext) -> None:
 
 
 def step_train(ctx: StudyContext) -> None:
-    from unetq.train import train_grid
-
     train_grid(
         ctx.cfg,
         ctx.split("train"),
@@ -112,54 +116,46 @@ def step_train(ctx: StudyContext) -> None:
 
 
 def step_compress(ctx: StudyContext) -> None:
-    from unetq.compress import compress_models, compress_rows
-
     cfg = ctx.cfg.compress
     train, val = ctx.split("train"), ctx.split("val")
-    verify = val.images[: cfg.verify_images] if len(val.names) else train.images[:1]
+    calibration, verify = compression_images(train.images, val.images, cfg)
     records = compress_models(
-        [model_dir / "model.keras" for model_dir in trained_model_dirs(ctx.run_dir)],
+        [ctx.run.model_file(m) for m in ctx.run.model_ids()],
         cfg.variants,
-        calibration=train.images[: cfg.calibration_images],
+        calibration=calibration,
         verify=verify,
         cfg=cfg,
         progress=ctx.progress,
+        validation=guard_validation(val, cfg, ctx.index.num_classes, ctx.index.background_class),
     )
-    write_csv(ctx.run_dir / COMPRESSED_CSV, compress_rows(records))
+    for record in records:
+        if record.error:
+            ctx.console.print(
+                f"[yellow]{record.model_id} {record.variant} not made:[/] {record.error}",
+                highlight=False,
+                soft_wrap=True,
+            )
+    write_csv(ctx.run.compressed_csv, compress_rows(records))
 
 
 def step_evaluate(ctx: StudyContext) -> None:
-    from unetq.evaluate import evaluate_run
-
     evaluate_run(ctx.run_dir, ctx.index, ctx.cfg.evaluate.split, ctx.cfg, progress=ctx.progress)
 
 
 def step_bench(ctx: StudyContext) -> None:
-    from unetq.bench import bench_run, write_average_results
-
     bench = ctx.cfg.bench
     bench_run(
         ctx.run_dir, ctx.cfg, bench.threads, bench.repeats, bench.warmup, progress=ctx.progress
     )
-    write_average_results(ctx.run_dir)
 
 
 def step_robustness(ctx: StudyContext) -> None:
-    if not ctx.cfg.robustness.enabled:
-        return
-    try:
-        from unetq.robustness import robustness_run
-    except ImportError:
-        return
-    robustness_run(ctx.run_dir, ctx.index, ctx.cfg, progress=ctx.progress)
+    if ctx.cfg.robustness.enabled:
+        robustness_run(ctx.run_dir, ctx.index, ctx.cfg, progress=ctx.progress)
 
 
 def step_report(ctx: StudyContext) -> None:
-    from unetq.report import build_report
-    from unetq.report.panel import make_panel
-
-    panel = ctx.run_dir / "report" / "panel.png"
-    if not panel.exists():
+    if not ctx.run.panel.exists():
         make_panel(ctx.run_dir)
     build_report(ctx.run_dir)
 
@@ -192,7 +188,7 @@ def run_study(cfg: StudyConfig, run_dir: Path, console: Console | None = None) -
             _log_step(run_dir, name, time.perf_counter() - started)
     print_summary(run_dir, console, synthetic=bool(ctx.index and ctx.index.synthetic))
     console.print(f"study finished in {time.perf_counter() - started:.0f} s")
-    return run_dir / "report" / "index.html"
+    return RunFolder(run_dir).report
 
 
 def make_progress(console: Console) -> Progress:
@@ -210,7 +206,7 @@ def make_progress(console: Console) -> Progress:
 
 def print_summary(run_dir: Path, console: Console, synthetic: bool = False) -> None:
     """The terminal table: model, variant, size, accuracy, latency at each thread count, memory."""
-    table = main_table(read_csv(run_dir / "model_performance_average_results.csv"))
+    table = main_table(read_csv(RunFolder(run_dir).average_csv))
     title = "unetq study summary" + (" — SYNTHETIC DATA, not real images" if synthetic else "")
     if table.empty:
         console.print(f"{title}: no results yet")
@@ -235,13 +231,6 @@ def print_summary(run_dir: Path, console: Console, synthetic: bool = False) -> N
     console.print(out)
 
 
-def trained_model_dirs(run_dir: Path) -> list[Path]:
-    models = Path(run_dir) / "models"
-    return sorted(
-        p.parent for p in models.glob("*/model.keras") if not p.parent.name.startswith(".")
-    )
-
-
 def _num(value, digits: int) -> str:
     try:
         value = float(value)
@@ -251,22 +240,7 @@ def _num(value, digits: int) -> str:
 
 
 def _log_step(run_dir: Path, step: str, seconds: float) -> None:
-    path = run_dir / "steps.json"
-    try:
-        log = json.loads(path.read_text())
-    except (OSError, ValueError):
-        log = {}
+    path = RunFolder(run_dir).steps
+    log = read_json(path)
     log[step] = round(seconds, 1)
     write_json(path, log)
-
-
-def overrides_for(cfg: StudyConfig, overrides: list[str], data_dir: Path | None = None):
-    """A run's config with --set overrides (and --data-dir) applied on top."""
-    from unetq.config import apply_override, validate
-
-    raw = cfg.model_dump(mode="json", exclude_none=True)
-    if data_dir is not None:
-        overrides = [*overrides, f'data.data_dir="{data_dir}"']
-    for assignment in overrides:
-        apply_override(raw, assignment)
-    return validate(raw)

@@ -1,6 +1,6 @@
 """Training: one run per (arch, filters, batchnorm) serves every epoch horizon; checkpoints; resume.
 
-Layout under `models_dir`:
+Layout under the run folder's `models/` (names from unetq.runfolder):
   <model_id>/model.keras    best checkpoint (lowest validation loss) within the horizon's epochs
   <model_id>/history.csv    epochs 1..e: epoch, loss, val_loss, val_fg_iou, seconds
   <model_id>/done.json      written last: the horizon is finished (holds its TrainRecord)
@@ -14,9 +14,7 @@ import hashlib
 import json
 import math
 import os
-import resource
 import shutil
-import sys
 import tempfile
 import time
 from collections.abc import Callable, Sequence
@@ -28,14 +26,16 @@ import numpy as np
 from rich.console import Console
 
 from unetq import fileio
+from unetq.data import load_split
 from unetq.errors import ConfigError, DataError, storage_error
+from unetq.memory import peak_rss_mb
 from unetq.metrics import confusion_matrix, scores
-from unetq.models import build_model, count_macs, count_params
+from unetq.models import build_model, count_macs, count_params, to_input
 from unetq.records import ModelSpec, TrainRecord
+from unetq.runfolder import TRAIN_STATE_FILE, RunFolder, train_state_files
+from unetq.runtimes import set_tf_threads, usable_cores
 
 HISTORY_COLUMNS = ["epoch", "loss", "val_loss", "val_fg_iou", "seconds"]
-DONE_MARKER = "done.json"
-STATE_DIR = ".train"
 # A checkpoint "collapsed" when one class takes at least this share of its validation predictions
 # while the truth is more varied than that.
 COLLAPSE_SHARE = 0.995
@@ -101,7 +101,7 @@ def evaluate_split(
     pixels = 0
     confusion = np.zeros((num_classes, num_classes), dtype=np.int64)
     for start in range(0, len(arrays.images), batch_size):
-        x = arrays.images[start : start + batch_size].astype(np.float32) / np.float32(255)
+        x = to_input(arrays.images[start : start + batch_size])
         y = arrays.masks[start : start + batch_size].astype(np.int64)
         probs = np.asarray(model.predict_on_batch(x), dtype=np.float64)
         clipped = np.clip(probs, EPSILON, 1 - EPSILON)
@@ -128,7 +128,7 @@ def epoch_batches(
     flips = rng.random(len(order)) < 0.5 if augment else np.zeros(len(order), dtype=bool)
     for start in range(0, len(order), batch_size):
         idx = order[start : start + batch_size]
-        x = arrays.images[idx].astype(np.float32) / np.float32(255)
+        x = to_input(arrays.images[idx])
         y = arrays.masks[idx].astype(np.int32)
         flip = flips[start : start + batch_size]
         if flip.any():
@@ -189,6 +189,25 @@ def _callbacks(on_batch: Callable[[], None], on_epoch: Callable[[dict], None]) -
     return [_Hooks()]
 
 
+def save_weights(path: Path, model: Any) -> None:
+    """The model's weights as a NumPy archive, written atomically.
+
+    Not Keras' .weights.h5: HDF5 writes to disk itself, and when the disk refuses a write it
+    can crash the process (seen: SIGSEGV in h5py under a file-size limit) instead of raising.
+    """
+    weights = model.get_weights()
+    with fileio.atomic_path(path) as tmp, tmp.open("wb") as fh:
+        np.savez(fh, *weights)
+
+
+def load_weights(path: Path, model: Any) -> None:
+    if path.suffix == ".h5":  # resume state written by an older unetq
+        model.load_weights(str(path))
+        return
+    with np.load(path) as data:
+        model.set_weights([data[f"arr_{i}"] for i in range(len(data.files))])
+
+
 def _atomic_keras_save(path: Path, save: Callable[[str], None]) -> None:
     """Keras checks file suffixes, so save under the final name inside a temporary folder
     beside `path`, then rename."""
@@ -207,12 +226,6 @@ def _atomic_keras_save(path: Path, save: Callable[[str], None]) -> None:
     finally:
         if tmp_dir is not None:
             shutil.rmtree(tmp_dir, ignore_errors=True)
-
-
-def _peak_rss_mb() -> float:
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    # Linux reports KiB, macOS bytes
-    return peak / (1024 * 1024) if sys.platform == "darwin" else peak / 1024
 
 
 # --------------------------------------------------------------------------- bookkeeping
@@ -246,26 +259,27 @@ def _fingerprint(spec: ModelSpec, cfg: Any, train: SplitArraysLike, val: SplitAr
     }
 
 
-def _is_done(model_dir: Path) -> bool:
-    return all((model_dir / n).is_file() for n in ("model.keras", "history.csv", DONE_MARKER))
+def _is_done(run: RunFolder, model_id: str) -> bool:
+    files = (run.model_file(model_id), run.history(model_id), run.done_marker(model_id))
+    return all(f.is_file() for f in files)
 
 
-def _load_done(model_dir: Path, fingerprint: dict) -> TrainRecord:
-    info = json.loads((model_dir / DONE_MARKER).read_text())
+def _load_done(run: RunFolder, model_id: str, fingerprint: dict) -> TrainRecord:
+    info = json.loads(run.done_marker(model_id).read_text())
     if info.get("fingerprint") != fingerprint:
         changed = sorted(
             k for k in fingerprint if info.get("fingerprint", {}).get(k) != fingerprint[k]
         )
         raise ConfigError(
-            f"{model_dir} was trained with different settings ({', '.join(changed)}); "
-            "use a new output folder or delete it"
+            f"{run.model_dir(model_id)} was trained with different settings "
+            f"({', '.join(changed)}); use a new output folder or delete it"
         )
     known = TrainRecord.__dataclass_fields__
     return TrainRecord(**{k: v for k, v in info["record"].items() if k in known})
 
 
 def _read_state(state_dir: Path, fingerprint: dict, console: Console) -> _State | None:
-    path = state_dir / "state.json"
+    path = state_dir / TRAIN_STATE_FILE
     if not path.is_file():
         return None
     try:
@@ -288,8 +302,8 @@ def _read_state(state_dir: Path, fingerprint: dict, console: Console) -> _State 
 
 def _write_state(state_dir: Path, state: _State) -> None:
     """Commit point of an epoch: state.json names the files it needs; older ones are removed."""
-    fileio.write_json(state_dir / "state.json", state.__dict__)
-    keep = {state.state_file, state.best_file, "state.json"}
+    fileio.write_json(state_dir / TRAIN_STATE_FILE, state.__dict__)
+    keep = {state.state_file, state.best_file, TRAIN_STATE_FILE}
     for path in state_dir.iterdir():
         if path.name not in keep and not path.name.startswith("."):
             path.unlink(missing_ok=True)
@@ -342,18 +356,18 @@ def _check_inputs(specs: list[ModelSpec], train: SplitArraysLike, val: SplitArra
 class _Run:
     """One training run (one arch/filters/batchnorm) and the horizons it still has to deliver."""
 
-    def __init__(self, specs, train, val, cfg, models_dir, progress, background_class):
+    def __init__(self, specs, train, val, cfg, run_dir, progress, background_class):
         self.specs = specs
         self.spec = specs[0]
         self.train = train
         self.val = val
         self.cfg = cfg
-        self.models_dir = Path(models_dir)
+        self.folder = RunFolder(run_dir)
         self.progress = progress
         self.background_class = background_class
         self.num_classes = self.spec.num_classes
         self.fingerprint = _fingerprint(self.spec, cfg, train, val)
-        self.state_dir = self.models_dir / STATE_DIR / self.spec.run_id
+        self.state_dir = self.folder.train_state(self.spec.run_id)
         self.console = progress.console if progress is not None else _console
         self.records: dict[str, TrainRecord] = {}
         self.params = 0
@@ -362,9 +376,6 @@ class _Run:
     @property
     def steps_per_epoch(self) -> int:
         return math.ceil(len(self.train.images) / self.cfg.batch_size)
-
-    def model_dir(self, spec: ModelSpec) -> Path:
-        return self.models_dir / spec.model_id
 
     def build(self) -> Any:
         s = self.spec
@@ -465,11 +476,11 @@ class _Run:
         if improved:
             state.best_epoch = epoch
             state.best_val_loss = entry["val_loss"]
-            state.best_file = f"best-e{epoch}.weights.h5"
-            _atomic_keras_save(self.state_dir / state.best_file, model.save_weights)
+            state.best_file = train_state_files(epoch)[1]
+            save_weights(self.state_dir / state.best_file, model)
         state.history.append(entry)
         state.epoch = epoch
-        state.peak_rss_mb = max(state.peak_rss_mb, _peak_rss_mb())
+        state.peak_rss_mb = max(state.peak_rss_mb, peak_rss_mb())
         state.next_epoch_seed = [self.cfg.seed, epoch + 1]
         self.console.print(
             f"{self.spec.run_id} epoch {epoch}: loss {entry['loss']:.4f}  val_loss "
@@ -481,21 +492,21 @@ class _Run:
         for spec in pending:
             if spec.epochs == epoch:
                 self.export(spec, state, export_model)
-        state.state_file = f"state-e{epoch}.keras"
+        state.state_file = train_state_files(epoch)[0]
         _atomic_keras_save(self.state_dir / state.state_file, model.save)
         _write_state(self.state_dir, state)
 
     def export(self, spec: ModelSpec, state: _State, export_model: Any) -> None:
         """Write the horizon's model dir: model.keras (best weights, no optimizer state),
         history.csv, then done.json (with the record) last."""
-        model_dir = self.model_dir(spec)
+        folder, model_id = self.folder, spec.model_id
         record = self.record(spec, state)
-        export_model.load_weights(str(self.state_dir / state.best_file))
-        _atomic_keras_save(model_dir / "model.keras", export_model.save)
+        load_weights(self.state_dir / state.best_file, export_model)
+        _atomic_keras_save(folder.model_file(model_id), export_model.save)
         rows = [{k: h[k] for k in HISTORY_COLUMNS} for h in state.history[: spec.epochs]]
-        fileio.write_csv(model_dir / "history.csv", rows, HISTORY_COLUMNS)
+        fileio.write_csv(folder.history(model_id), rows, HISTORY_COLUMNS)
         done = {"record": fileio.record_dict(record), "fingerprint": self.fingerprint}
-        fileio.write_json(model_dir / DONE_MARKER, done)
+        fileio.write_json(folder.done_marker(model_id), done)
         self.records[spec.model_id] = record
         self.console.print(
             f"saved {spec.model_id}: best epoch {record.best_epoch}, val_loss "
@@ -512,7 +523,7 @@ class _Run:
         confusion = np.asarray(best["confusion"])
         pred_share, _ = max_class_share(confusion)
         cfg = self.cfg
-        model_path = self.model_dir(spec) / "model.keras"
+        model_path = self.folder.model_file(spec.model_id)
         return TrainRecord(
             model_id=spec.model_id,
             arch=spec.arch,
@@ -535,7 +546,7 @@ class _Run:
             final_val_loss=float(history[-1]["val_loss"]),
             val_fg_iou=float(best["val_fg_iou"]),
             collapsed=is_collapsed(confusion),
-            model_path=model_path.relative_to(self.models_dir.parent).as_posix(),
+            model_path=model_path.relative_to(self.folder.root).as_posix(),
             optimizer=cfg.optimizer,
             augment=cfg.augment,
             seed=cfg.seed,
@@ -550,7 +561,7 @@ def train_run(
     train: SplitArraysLike,
     val: SplitArraysLike,
     cfg: Any,
-    models_dir: Path,
+    run_dir: Path,
     progress: Any = None,
     *,
     background_class: int,
@@ -568,18 +579,11 @@ def train_run(
     - Seeding: `keras.utils.set_random_seed(cfg.seed)` before the model is built gives the same
       initial weights; epoch k's data order and flips come from the seed (cfg.seed, k) alone, not
       from iterator state, so a resumed run sees the same data as an uninterrupted one.
-      What TF still leaves open: its multi-threaded CPU kernels (convolution and batch-norm
-      gradient reductions) may sum in an order that depends on the thread count and the CPU,
-      so runs on other machines differ in the last bits, growing over epochs. Measured on the
-      2-core dev machine (Zen 4): two same-seed runs gave bit-identical weights (xception f=8,
-      64 px, 6 epochs; f=32, 160 px, 4 epochs), and so did runs with
-      `tf.config.experimental.enable_op_determinism()` (other bits, no measurable speed cost at
-      these sizes). It is not enabled: it brings nothing here, it is process-wide (it would
-      also change the kernels that later study steps time in the same process), and it turns
-      XLA off (which Keras does not use for these models anyway: jit_compile resolves to False).
+      TensorFlow's multi-threaded CPU kernels may still sum in another order on other
+      machines (see docs/ARCHITECTURE.md, "Determinism").
     - Resume: after every completed epoch the model with its optimizer state, the best weights
       so far and state.json (history, best validation loss, next epoch's seed) are written
-      atomically to `models_dir/.train/<run_id>/`. A rerun after Ctrl-C or SIGKILL continues
+      atomically to `run_dir/models/.train/<run_id>/`. A rerun after Ctrl-C or SIGKILL continues
       after the last completed epoch, and every epoch appears once in the history. A horizon
       whose folder is complete (done.json) is skipped; when all are, nothing is built or
       trained. Wall time counts the completed epochs of earlier sessions too.
@@ -598,24 +602,20 @@ def train_run(
         raise ConfigError(
             f"background class {background_class} is not one of {num_classes} classes"
         )
-    run = _Run(specs, train, val, cfg, models_dir, progress, background_class)
+    run = _Run(specs, train, val, cfg, run_dir, progress, background_class)
     pending = []
     for spec in specs:
-        if _is_done(run.model_dir(spec)):
-            run.records[spec.model_id] = _load_done(run.model_dir(spec), run.fingerprint)
+        if _is_done(run.folder, spec.model_id):
+            run.records[spec.model_id] = _load_done(run.folder, spec.model_id, run.fingerprint)
         else:
             pending.append(spec)
     if pending:
-        from unetq.runtimes import available_cores, set_tf_threads
-
-        set_tf_threads(available_cores())
+        set_tf_threads(usable_cores())
         run.run(pending)
     return [run.records[s.model_id] for s in specs]
 
 
 # --------------------------------------------------------------------------- the grid
-
-TRAINED_INFO = "trained_models_info.csv"
 
 
 def grid_specs(cfg: Any, num_classes: int) -> list[list[ModelSpec]]:
@@ -633,8 +633,6 @@ def grid_specs(cfg: Any, num_classes: int) -> list[list[ModelSpec]]:
 
 def _grid_data(cfg: Any, train: Any, val: Any, num_classes, background_class, progress):
     if hasattr(train, "splits"):  # a DatasetIndex: load its train and val splits
-        from unetq.data import load_split
-
         index, size = train, cfg.data.image_size
         train = load_split(index, "train", size, progress=progress)
         val = load_split(index, "val", size, progress=progress)
@@ -687,15 +685,16 @@ def train_grid(
             train,
             val,
             cfg.train,
-            run_dir / "models",
+            run_dir,
             progress,
             background_class=background_class,
         )
         records.extend(done)
         rows.extend(
-            {**s.study_columns(), **fileio.record_dict(r)} for s, r in zip(specs, done, strict=True)
+            {**s.identity.study_columns(), **fileio.record_dict(r)}
+            for s, r in zip(specs, done, strict=True)
         )
-        fileio.write_csv(run_dir / TRAINED_INFO, rows)
+        fileio.write_csv(RunFolder(run_dir).trained_csv, rows)
         if overall is not None:
             progress.advance(overall)
     if overall is not None:

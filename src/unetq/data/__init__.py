@@ -1,8 +1,7 @@
 """The data layer: find, fetch, index, decode once, cache and serve segmentation datasets.
 
 Formats: Oxford-IIIT Pet in its official layout ('pets'), generic images/ + masks/ folders
-('folder') and the built-in synthetic dataset ('synthetic'). TensorFlow is imported only by
-make_tf_dataset.
+('folder') and the built-in synthetic dataset ('synthetic'). Arrays are uint8; no TensorFlow.
 """
 
 from __future__ import annotations
@@ -14,7 +13,6 @@ from unetq.data.images import read_image
 from unetq.data.index import ALL_SPLIT, SPLITS, DatasetIndex, Pair, SplitArrays
 from unetq.data.source import detect_format, open_dataset, scan_dataset
 from unetq.data.synthetic import write_synthetic
-from unetq.data.tfdata import make_tf_dataset, to_input
 
 __all__ = [
     "ALL_SPLIT",
@@ -29,11 +27,9 @@ __all__ = [
     "detect_format",
     "fetch_pets",
     "load_split",
-    "make_tf_dataset",
     "open_dataset",
     "read_image",
     "read_mask",
     "scan_dataset",
-    "to_input",
     "write_synthetic",
 ]

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from unetq.config import DataConfig
 from unetq.data.cache import (
     decode_pair,
     load_cached,
@@ -17,7 +18,8 @@ from unetq.data.cache import (
     split_cache_path,
 )
 from unetq.data.index import SPLITS, DatasetIndex, Pair, SplitArrays
-from unetq.errors import DataError
+from unetq.data.source import detect_format, open_dataset
+from unetq.errors import ConfigError, DataError
 
 if TYPE_CHECKING:
     from rich.progress import Progress
@@ -103,3 +105,34 @@ def skipped_by_reason(index: DatasetIndex, examples: int = 3) -> list[tuple[str,
         groups.setdefault(reason, []).append(Path(path).name)
     ordered = sorted(groups.items(), key=lambda item: (-len(item[1]), item[0]))
     return [(reason, len(names), names[:examples]) for reason, names in ordered]
+
+
+def check_folder(
+    data_dir: Path | None,
+    fmt: str = "auto",
+    size: int = 160,
+    split: str = "seed",
+    progress: Progress | None = None,
+) -> tuple[DatasetIndex, CheckReport, DataConfig]:
+    """`unetq data check`: index the dataset (layout detected for 'auto'), decode every pair,
+    cache the splits at `size` px (0: don't). DataError when any pair is unusable."""
+    if fmt not in ("auto", "pets", "folder"):
+        raise ConfigError(f"--format '{fmt}' is not pets, folder or auto")
+    if split not in ("seed", "official"):
+        raise ConfigError(f"--split '{split}' is not seed or official")
+    if size and not 16 <= size <= 1024:
+        raise ConfigError(f"--size {size} must be 0 or between 16 and 1024")
+    if fmt == "auto":
+        fmt = detect_format(data_dir) if data_dir is not None and data_dir.is_dir() else "pets"
+    cfg = DataConfig(format=fmt, data_dir=data_dir, split=split, image_size=size or 160)
+    index = open_dataset(cfg, progress=progress)
+    report = check_dataset(index, size or None, progress=progress)
+    return index, report, cfg
+
+
+def problems_error(report: CheckReport) -> DataError | None:
+    if not report.problems:
+        return None
+    return DataError(
+        f"{len(report.problems)} of {report.pairs} pairs unusable (first: {report.problems[0]})"
+    )

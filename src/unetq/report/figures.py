@@ -12,7 +12,10 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from unetq.report.tables import VARIANT_ORDER, pareto_front  # noqa: E402
+from unetq.records import ModelId  # noqa: E402
+from unetq.report.tables import pareto_front  # noqa: E402
+from unetq.runfolder import RunFolder  # noqa: E402
+from unetq.variants import variant_rank  # noqa: E402
 
 
 def _png(fig) -> bytes:
@@ -87,13 +90,16 @@ def size_and_memory(table: pd.DataFrame) -> bytes | None:
     return _png(fig)
 
 
-def training_curves(models_dir: Path) -> bytes | None:
+def training_curves(run_dir: Path) -> bytes | None:
     """Validation loss and fg IoU per epoch, for the longest horizon of each training run."""
+    run = RunFolder(run_dir)
     histories: dict[str, pd.DataFrame] = {}
-    for hist in sorted(models_dir.glob("*/history.csv")):
-        model_id = hist.parent.name
-        run_id = model_id.rsplit("-e", 1)[0]
-        df = pd.read_csv(hist)
+    for model_id in run.model_ids():
+        identity = ModelId.parse(model_id)
+        if not run.history(model_id).exists():
+            continue
+        run_id = identity.run_id if identity else model_id
+        df = pd.read_csv(run.history(model_id))
         if run_id not in histories or len(df) > len(histories[run_id]):
             histories[run_id] = df
     if not histories:
@@ -148,5 +154,5 @@ def degradation_curves(robustness: pd.DataFrame) -> bytes | None:
 
 def _variant_key(label: str) -> tuple[int, str]:
     base = label.split("@")[0]
-    rank = VARIANT_ORDER.index(base) if base in VARIANT_ORDER else len(VARIANT_ORDER)
+    rank = variant_rank(base)
     return (rank, label)

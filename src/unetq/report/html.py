@@ -10,14 +10,19 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from unetq.errors import UnetqError
 from unetq.fileio import write_text
+from unetq.recommend import Budgets, recommend, summary_lines
 from unetq.report import figures
 from unetq.report.tables import (
     factor_effects,
+    guard_table,
     load_tables,
     main_table,
     quantization_penalties,
+    sensitivity_table,
 )
+from unetq.runfolder import RunFolder, read_csv, read_json
 
 SEED_METRIC_WHY = (
     "The original study scored the wrong class: its prediction was <code>argmax &gt; 1</code> "
@@ -72,13 +77,13 @@ document.querySelectorAll('table.sortable').forEach(function(table){
 
 def build_report(run_dir: Path) -> Path:
     """Rebuild runs/<study>/report/index.html from the files on disk; recomputes nothing."""
-    run_dir = Path(run_dir)
-    tables = load_tables(run_dir)
+    run = RunFolder(run_dir)
+    tables = load_tables(run.root)
     table = main_table(tables.average)
-    dataset = _read_json(run_dir / "dataset.json")
-    machine = _read_json(run_dir / "machine.json")
-    config_text = _read_text(run_dir / "config.toml")
-    title = f"unetq study: {html.escape(run_dir.name)}"
+    dataset = read_json(run.dataset)
+    machine = read_json(run.machine)
+    config_text = _read_text(run.config)
+    title = f"unetq study: {html.escape(run.root.name)}"
 
     parts = [f"<h1>{title}</h1>"]
     if dataset.get("synthetic"):
@@ -87,7 +92,7 @@ def build_report(run_dir: Path) -> Path:
             f"dataset, not real images. {html.escape(dataset.get('note', ''))}</p>"
         )
     parts.append(_dataset_line(dataset))
-    parts.append(_recommendation(table))
+    parts.append(_recommendation(run.root))
     parts.append("<h2>Main table</h2>")
     parts.append(
         '<p class="note">One row per model, variant and runtime. Accuracy on the test split at '
@@ -108,6 +113,23 @@ def build_report(run_dir: Path) -> Path:
     parts.append("<h2>Size and memory per variant</h2>")
     parts.append(_figure(figures.size_and_memory(table), "size and memory"))
 
+    guards = guard_table(run.root, tables.average)
+    if not guards.empty:
+        parts.append("<h2>Accuracy-guarded variants</h2>")
+        parts.append(
+            '<p class="note">tflite-int8-mixed keeps the layers most sensitive to quantization '
+            "in float (ranked by the TFLite quantization debugger's RMSE / scale) until the "
+            "validation fg IoU is within the budget of the float model's; openvino-int8-guarded "
+            "lets NNCF's accuracy control return operations to float for the same budget. "
+            "cost_ms: its median at one thread minus plain int8's.</p>"
+        )
+        parts.append(_html_table(guards, sortable=True))
+        best = _best_model(tables.average)
+        layers = sensitivity_table(run.root, best) if best else pd.DataFrame()
+        if not layers.empty:
+            parts.append(f"<p class='note'>Most sensitive layers of {html.escape(best)}:</p>")
+            parts.append(_html_table(layers, sortable=True))
+
     parts.append("<h2>Effect of each factor</h2>")
     parts.append(
         '<p class="note">Mean paired change when one factor changes and all others stay equal '
@@ -117,13 +139,13 @@ def build_report(run_dir: Path) -> Path:
     parts.append(_html_table(factor_effects(tables.average), sortable=True))
 
     parts.append("<h2>Training</h2>")
-    parts.append(_figure(figures.training_curves(run_dir / "models"), "training curves"))
+    parts.append(_figure(figures.training_curves(run.root), "training curves"))
     parts.append(_html_table(_trained_view(tables.trained), sortable=True))
     parts.append("<h2>Compression check against the float model</h2>")
     parts.append(_html_table(tables.compressed, sortable=True))
 
     parts.append("<h2>One image, every variant</h2>")
-    panel = run_dir / "report" / "panel.png"
+    panel = run.panel
     if panel.exists():
         parts.append(_figure(panel.read_bytes(), "single-image panel"))
         parts.append(
@@ -145,10 +167,10 @@ def build_report(run_dir: Path) -> Path:
             "variant's, same images and condition):</p>"
         )
         parts.append(_html_table(quantization_penalties(tables.robustness), sortable=True))
-    for cross in sorted(run_dir.glob("cross/*/model_performance_average_results.csv")):
-        parts.append(f"<h2>Cross-dataset: {html.escape(cross.parent.name)}</h2>")
-        parts.append(_cross_line(_read_json(cross.parent / "dataset.json")))
-        parts.append(_html_table(main_table(pd.read_csv(cross)), sortable=True))
+    for name, cross in run.crosses():
+        parts.append(f"<h2>Cross-dataset: {html.escape(name)}</h2>")
+        parts.append(_cross_line(read_json(cross.dataset)))
+        parts.append(_html_table(main_table(read_csv(cross.average_csv)), sortable=True))
 
     parts.append("<h2>Machine</h2>")
     parts.append(f"<pre>{html.escape(json.dumps(machine, indent=2))}</pre>")
@@ -162,9 +184,8 @@ def build_report(run_dir: Path) -> Path:
         + "\n".join(p for p in parts if p)
         + f"</main><script>{SORT_SCRIPT}</script></body></html>"
     )
-    out = run_dir / "report" / "index.html"
-    write_text(out, page)
-    return out
+    write_text(run.report, page)
+    return run.report
 
 
 def _figure(png: bytes | None, alt: str) -> str:
@@ -244,36 +265,36 @@ def _cross_line(info: dict) -> str:
     )
 
 
-def _recommendation(table: pd.DataFrame) -> str:
-    """Per model: the fastest variant at one thread whose fg IoU is within 1 point of keras."""
-    if table.empty or "ms_1t" not in table or table["fg_iou"].isna().all():
+def _recommendation(run_dir: Path) -> str:
+    """The answer first: `unetq recommend`'s choice for the best model, at 1 thread and at all
+    measured thread counts, with the default accuracy budget."""
+    average = read_csv(RunFolder(run_dir).average_csv)
+    if average.empty or "threads" not in average:
         return ""
-    lines = []
-    for model, group in table.groupby("model"):
-        ref = group[group["variant"] == "keras"]
-        if ref.empty or ref["fg_iou"].isna().all():
+    blocks = []
+    for threads in sorted(int(t) for t in average["threads"].dropna().unique()):
+        try:
+            [rec] = recommend(run_dir, Budgets(threads=threads))
+        except UnetqError:
             continue
-        ref_iou, ref_ms = float(ref["fg_iou"].iloc[0]), float(ref["ms_1t"].iloc[0])
-        ok = group[(group["fg_iou"] >= ref_iou - 0.01) & group["ms_1t"].notna()]
-        if ok.empty:
-            continue
-        best = ok.sort_values("ms_1t").iloc[0]
-        speed = best.get("x_keras_1t", np.nan)  # paired round by round, when measured so
-        if speed != speed:
-            speed = ref_ms / best["ms_1t"] if best["ms_1t"] else np.nan
-        lines.append(
-            f"<li><b>{html.escape(model)}</b>: {html.escape(best['variant'])} on "
-            f"{html.escape(best['runtime'])}: {best['ms_1t']:.1f} ms/img at 1 thread "
-            f"({speed:.1f}x keras), fg IoU {best['fg_iou']:.3f} vs {ref_iou:.3f}, "
-            f"{best['size_mb']:.1f} MB</li>"
-        )
-    if not lines:
+        lines = "".join(f"<li>{html.escape(line)}</li>" for line in summary_lines(rec))
+        ruled = [f"{c.variant} ({c.runtime}): {reason}" for c, reason in rec.others if reason]
+        note = f"<p class='note'>Ruled out: {html.escape('; '.join(ruled))}</p>" if ruled else ""
+        blocks.append(f"<h3>{threads} thread(s)</h3><ul>{lines}</ul>{note}")
+    if not blocks:
         return ""
     return (
-        "<h2>Fastest choice within 1 IoU point of the float model</h2><ul>"
-        + "".join(lines)
-        + "</ul>"
+        "<h2>Recommendation (fastest within 0.5 fg IoU points of the float model)</h2>"
+        + "".join(blocks)
     )
+
+
+def _best_model(average: pd.DataFrame) -> str | None:
+    keras = average[average.get("variant") == "keras"] if "variant" in average else average
+    keras = keras.dropna(subset=["fg_iou"]) if "fg_iou" in keras else keras.iloc[0:0]
+    if keras.empty:
+        return None
+    return str(keras.sort_values("fg_iou", ascending=False)["model_id"].iloc[0])
 
 
 def _slow_variant_note(average: pd.DataFrame) -> str:
@@ -313,13 +334,6 @@ def _seed_view(average: pd.DataFrame) -> pd.DataFrame:
     if average.empty or not set(cols) <= set(average.columns):
         return pd.DataFrame()
     return average.groupby(["variant", "runtime"], as_index=False)[cols].mean()
-
-
-def _read_json(path: Path) -> dict:
-    try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError):
-        return {}
 
 
 def _read_text(path: Path) -> str:

@@ -11,9 +11,12 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
+from unetq.data import load_split, open_dataset  # noqa: E402
 from unetq.errors import UnetqError  # noqa: E402
 from unetq.fileio import write_bytes  # noqa: E402
-from unetq.report.tables import VARIANT_ORDER  # noqa: E402
+from unetq.runfolder import RunFolder  # noqa: E402
+from unetq.runtimes import load_predictor  # noqa: E402
+from unetq.variants import VARIANTS, variant_rank  # noqa: E402
 
 
 def draw_panel(
@@ -24,7 +27,7 @@ def draw_panel(
     title: str = "",
 ) -> bytes:
     """PNG bytes: row 1 input, truth and predictions; row 2 disagreement with the keras model."""
-    names = sorted(predictions, key=lambda v: VARIANT_ORDER.index(v) if v in VARIANT_ORDER else 99)
+    names = sorted(predictions, key=variant_rank)
     reference = predictions.get("keras")
     ncols = 2 + len(names)
     fig, axes = plt.subplots(2, ncols, figsize=(2.1 * ncols, 4.6), squeeze=False)
@@ -61,18 +64,14 @@ def make_panel(
     out: Path | None = None,
 ) -> Path:
     """Predict one test image with every variant of one model and write the panel PNG."""
-    from unetq.compress import VARIANTS, artifact_path
-    from unetq.data import load_split, open_dataset
-    from unetq.runtimes import load_predictor
-    from unetq.study import load_run_config
-
-    cfg = load_run_config(run_dir)
-    models = sorted(p for p in (run_dir / "models").glob("*") if (p / "model.keras").exists())
+    run = RunFolder(run_dir)
+    cfg = run.load_config()
+    models = run.model_ids()
     if not models:
-        raise UnetqError(f"no trained models in {run_dir / 'models'}")
-    model_dir = run_dir / "models" / model_id if model_id else models[-1]
-    if not (model_dir / "model.keras").exists():
-        raise UnetqError(f"no model '{model_id}' in {run_dir / 'models'}")
+        raise UnetqError(f"no trained models in {run.models_dir}")
+    model_id = model_id or models[-1]
+    if model_id not in models:
+        raise UnetqError(f"no model '{model_id}' in {run.models_dir}")
     index = open_dataset(cfg.data)
     arrays = load_split(index, cfg.evaluate.split, cfg.data.image_size)
     if len(arrays.names) == 0:
@@ -84,11 +83,11 @@ def make_panel(
     image, truth = arrays.images[i], arrays.masks[i]
     predictions = {}
     for variant in VARIANTS.values():
-        artifact = artifact_path(model_dir, variant.name)
+        artifact = run.artifact(model_id, variant.name)
         if artifact.exists():
             predictor = load_predictor(variant.runtime, artifact, threads=1)
             predictions[variant.name] = predictor.predict(image[None])[0]
-    png = draw_panel(image, truth, predictions, index.num_classes, f"{model_dir.name}: {name}")
-    out = out or run_dir / "report" / "panel.png"
+    png = draw_panel(image, truth, predictions, index.num_classes, f"{model_id}: {name}")
+    out = out or run.panel
     write_bytes(out, png)
     return out

@@ -8,21 +8,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-AVERAGE_CSV = "model_performance_average_results.csv"
-INDIVIDUAL_CSV = "model_performance_individual_results.csv"
-TRAINED_CSV = "trained_models_info.csv"
-COMPRESSED_CSV = "compressed_models_info.csv"
-ROBUSTNESS_CSV = "robustness.csv"
-
-KEYS = ["model_id", "variant", "runtime"]
-VARIANT_ORDER = [
-    "keras",
-    "tflite-fp32",
-    "tflite-fp16",
-    "tflite-dynamic-int8",
-    "tflite-int8",
-    "tflite-int16x8",
-]
+from unetq.convert.mixed import LAYERS_TABLE as LAYERS
+from unetq.records import ModelId
+from unetq.results import KEYS
+from unetq.runfolder import RunFolder, read_csv, read_json, sidecar_path, variant_report
+from unetq.variants import variant_rank
 
 
 @dataclass
@@ -36,19 +26,14 @@ class RunTables:
     robustness: pd.DataFrame
 
 
-def read_csv(path: Path) -> pd.DataFrame:
-    if not path.exists() or path.stat().st_size == 0:
-        return pd.DataFrame()
-    return pd.read_csv(path)
-
-
 def load_tables(run_dir: Path) -> RunTables:
+    run = RunFolder(run_dir)
     return RunTables(
-        average=read_csv(run_dir / AVERAGE_CSV),
-        individual=read_csv(run_dir / INDIVIDUAL_CSV),
-        trained=read_csv(run_dir / TRAINED_CSV),
-        compressed=read_csv(run_dir / COMPRESSED_CSV),
-        robustness=read_csv(run_dir / ROBUSTNESS_CSV),
+        average=read_csv(run.average_csv),
+        individual=read_csv(run.individual_csv),
+        trained=read_csv(run.trained_csv),
+        compressed=read_csv(run.compressed_csv),
+        robustness=read_csv(run.robustness_csv),
     )
 
 
@@ -56,12 +41,12 @@ def with_model_factors(df: pd.DataFrame) -> pd.DataFrame:
     """Add arch/filters/batchnorm/epochs parsed from model ids like `xception-f32-bn-e50`."""
     if df.empty or "model_id" not in df:
         return df
-    parts = df["model_id"].str.extract(r"^(?P<arch>.+)-f(?P<f>\d+)-(?P<norm>bn|nobn)-e(?P<e>\d+)$")
+    ids = [ModelId.parse(m) for m in df["model_id"]]
     out = df.copy()
-    out["arch"] = parts["arch"]
-    out["filters"] = pd.to_numeric(parts["f"], errors="coerce")
-    out["batchnorm"] = parts["norm"] == "bn"
-    out["epochs"] = pd.to_numeric(parts["e"], errors="coerce")
+    out["arch"] = [i.arch if i else None for i in ids]
+    out["filters"] = pd.to_numeric([i.filters if i else None for i in ids], errors="coerce")
+    out["batchnorm"] = [bool(i and i.batchnorm) for i in ids]
+    out["epochs"] = pd.to_numeric([i.epochs if i else None for i in ids], errors="coerce")
     return out
 
 
@@ -99,7 +84,7 @@ def main_table(average: pd.DataFrame) -> pd.DataFrame:
         table["model_mem_mb"] = first["model_memory_mb"]
     if "peak_rss_mb" in first:
         table["peak_rss_mb"] = first["peak_rss_mb"]
-    rank = table["variant"].map({v: i for i, v in enumerate(VARIANT_ORDER)}).fillna(99)
+    rank = table["variant"].map(variant_rank)
     order = table.assign(_rank=rank).sort_values(["model", "_rank", "runtime"]).index
     return table.loc[order].reset_index(drop=True)
 
@@ -192,3 +177,45 @@ def quantization_penalties(robustness: pd.DataFrame, top: int = 10) -> pd.DataFr
     merged["penalty"] = merged["fg_iou_keras"] - merged["fg_iou"]
     cols = keys + ["variant", "fg_iou_keras", "fg_iou", "penalty"]
     return merged.sort_values("penalty", ascending=False)[cols].head(top)
+
+
+# The plain int8 variant each guarded variant keeps accuracy against (cost = the difference).
+GUARDED = {"tflite-int8-mixed": "tflite-int8", "openvino-int8-guarded": "openvino-int8"}
+
+
+def guard_table(run_dir: Path, average: pd.DataFrame) -> pd.DataFrame:
+    """Per model and guarded variant: what the guard kept in float, the validation fg IoU it
+    held against the float model, and what that cost in ms at one thread against plain int8."""
+    run = RunFolder(run_dir)
+    one = average[average["threads"] == 1] if "threads" in average else average.iloc[0:0]
+    ms = {(r.model_id, r.variant): r.latency_ms_median for r in one.itertuples()}
+    rows = []
+    for model_id in run.model_ids():
+        for variant, plain in GUARDED.items():
+            details = read_json(sidecar_path(run.artifact(model_id, variant))).get("details")
+            if not details:
+                continue
+            kept = details.get("float_layers", details.get("float_operations", []))
+            guarded_ms, plain_ms = ms.get((model_id, variant)), ms.get((model_id, plain))
+            rows.append(
+                {
+                    "model": model_id,
+                    "variant": variant,
+                    "kept_in_float": len(kept),
+                    "float_layers": ", ".join(kept[:6]) + (" ..." if len(kept) > 6 else ""),
+                    "val_fg_iou_float": details.get("validation_fg_iou_float"),
+                    "val_fg_iou": details.get("validation_fg_iou"),
+                    "budget_met": details.get("budget_met"),
+                    "ms_1t": guarded_ms,
+                    f"ms_1t_{plain}": plain_ms,
+                    "cost_ms": (guarded_ms - plain_ms) if guarded_ms and plain_ms else np.nan,
+                }
+            )
+    return pd.DataFrame(rows)
+
+
+def sensitivity_table(run_dir: Path, model_id: str, top: int = 12) -> pd.DataFrame:
+    """The most sensitive layers of a model's tflite-int8-mixed search (RMSE / scale)."""
+    path = variant_report(RunFolder(run_dir).model_dir(model_id), "tflite-int8-mixed", LAYERS)
+    table = read_csv(path)
+    return table.drop(columns=["tensor"], errors="ignore").head(top)

@@ -1,0 +1,174 @@
+"""The decision: per model, the fastest variant and runtime within accuracy, latency, size budgets.
+
+Read from a run's model_performance_average_results.csv (accuracy on the test split, latency at
+one thread count, size on disk, memory). Accuracy is foreground IoU against the float keras
+model of the same model, in points (0.5 = 0.005 IoU). `unetq recommend` prints it; the report's
+first section uses the same function.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pandas as pd
+
+from unetq.errors import UnetqError
+from unetq.runfolder import RunFolder, read_csv
+
+DEFAULT_MAX_IOU_DROP = 0.5  # points of foreground IoU
+
+
+@dataclass(frozen=True)
+class Budgets:
+    max_iou_drop: float = DEFAULT_MAX_IOU_DROP  # points of fg IoU below keras
+    max_ms: float | None = None  # median latency per image at `threads`
+    max_mb: float | None = None  # artifact size on disk (MB)
+    threads: int = 1
+
+    def describe(self) -> str:
+        parts = [f"fg IoU at most {self.max_iou_drop:g} points below keras"]
+        if self.max_ms is not None:
+            parts.append(f"at most {self.max_ms:g} ms per image")
+        if self.max_mb is not None:
+            parts.append(f"at most {self.max_mb:g} MB")
+        return f"{', '.join(parts)}, {self.threads} thread(s)"
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """One variant on its runtime, as measured in the run, against the model's keras row."""
+
+    model_id: str
+    variant: str
+    runtime: str
+    precision: str
+    latency_ms: float
+    speedup: float  # keras' latency / this one's (paired round by round where measured so)
+    size_mb: float
+    size_ratio: float  # this size / keras' size
+    memory_mb: float
+    fg_iou: float
+    iou_drop: float  # points below keras (negative: better than keras)
+    images: int
+    artifact: Path
+
+
+@dataclass
+class Recommendation:
+    model_id: str
+    keras: Candidate
+    budgets: Budgets
+    chosen: Candidate | None
+    # every other candidate, fastest first, with the budget that rules it out ('' if it is
+    # within budget but slower than the chosen one)
+    others: list[tuple[Candidate, str]] = field(default_factory=list)
+
+
+def recommend(
+    run_dir: Path, budgets: Budgets, model_id: str | None = None, every_model: bool = False
+) -> list[Recommendation]:
+    """The recommendation for the best model (highest keras test fg IoU), `model_id`, or every
+    model of the run."""
+    run = RunFolder(run_dir)
+    average = read_csv(run.average_csv)
+    if average.empty or "fg_iou" not in average:
+        raise UnetqError(f"{run.root} has no results yet: run `unetq evaluate` and `unetq bench`")
+    models = _models(average, model_id, every_model, run)
+    return [_recommend_one(run, average, m, budgets) for m in models]
+
+
+def _models(average: pd.DataFrame, model_id: str | None, every: bool, run: RunFolder) -> list:
+    keras = average[average["variant"] == "keras"].dropna(subset=["fg_iou"])
+    known = list(dict.fromkeys(average["model_id"].astype(str)))
+    if model_id is not None:
+        if model_id not in known:
+            raise UnetqError(f"no model '{model_id}' in {run.average_csv} ({', '.join(known)})")
+        return [model_id]
+    if every:
+        return known
+    if keras.empty:
+        raise UnetqError(f"{run.average_csv} has no keras accuracy to compare with")
+    return [str(keras.sort_values("fg_iou", ascending=False)["model_id"].iloc[0])]
+
+
+def _recommend_one(run: RunFolder, average, model_id: str, budgets: Budgets) -> Recommendation:
+    rows = average[average["model_id"].astype(str) == model_id]
+    timed = rows[rows["threads"] == budgets.threads] if "threads" in rows else rows.iloc[0:0]
+    if timed.empty:
+        measured = sorted({int(t) for t in rows.get("threads", pd.Series()).dropna()})
+        raise UnetqError(
+            f"{model_id} was not benchmarked at {budgets.threads} thread(s) "
+            f"(measured: {', '.join(map(str, measured)) or 'none'}; run `unetq bench`)"
+        )
+    keras_rows = timed[(timed["variant"] == "keras") & (timed["runtime"] == "keras")]
+    if keras_rows.empty:
+        raise UnetqError(f"{model_id} has no keras row to compare with at {budgets.threads} t")
+    keras = _candidate(run, keras_rows.iloc[0], keras_rows.iloc[0])
+    candidates = [_candidate(run, row, keras_rows.iloc[0]) for _, row in timed.iterrows()]
+    candidates = [c for c in candidates if (c.variant, c.runtime) != ("keras", "keras")]
+    full = max((c.images for c in candidates), default=keras.images)
+    ranked = sorted(candidates, key=lambda c: (math.isnan(c.latency_ms), c.latency_ms))
+    verdicts = [(c, _ruled_out(c, keras, budgets, full)) for c in ranked]
+    chosen = next((c for c, reason in verdicts if not reason), None)
+    if chosen is not None and keras.latency_ms <= chosen.latency_ms:
+        chosen = None  # nothing beats the float model itself
+    others = [(c, reason) for c, reason in verdicts if c is not chosen]
+    return Recommendation(model_id, keras, budgets, chosen, others)
+
+
+def _ruled_out(c: Candidate, keras: Candidate, budgets: Budgets, full_images: int) -> str:
+    """The first budget `c` breaks, in words; '' when it keeps them all."""
+    if math.isnan(c.latency_ms):
+        return "not timed"
+    if math.isnan(c.fg_iou):
+        return "no accuracy measured"
+    if c.images < full_images:
+        return f"accuracy from {c.images} of {full_images} test images only"
+    if c.iou_drop > budgets.max_iou_drop + 1e-9:
+        return f"accuracy: {c.iou_drop:.2f} points below keras > {budgets.max_iou_drop:g}"
+    if budgets.max_ms is not None and c.latency_ms > budgets.max_ms:
+        return f"latency: {c.latency_ms:.2f} ms > {budgets.max_ms:g}"
+    if budgets.max_mb is not None and c.size_mb > budgets.max_mb:
+        return f"size: {c.size_mb:.2f} MB > {budgets.max_mb:g}"
+    return ""
+
+
+def _candidate(run: RunFolder, row: pd.Series, keras: pd.Series) -> Candidate:
+    paired = float(row.get("speedup_vs_keras_paired", math.nan))
+    plain = float(row.get("speedup_vs_keras", math.nan))
+    size = float(row.get("size_bytes", math.nan))
+    return Candidate(
+        model_id=str(row["model_id"]),
+        variant=str(row["variant"]),
+        runtime=str(row["runtime"]),
+        precision=str(row.get("precision", "")),
+        latency_ms=float(row.get("latency_ms_median", math.nan)),
+        speedup=paired if not math.isnan(paired) else plain,
+        size_mb=size / 1e6,
+        size_ratio=size / float(keras.get("size_bytes", math.nan)),
+        memory_mb=float(row.get("model_memory_mb", math.nan)),
+        fg_iou=float(row["fg_iou"]),
+        iou_drop=100 * (float(keras["fg_iou"]) - float(row["fg_iou"])),
+        images=int(row["n_images"]) if not math.isnan(float(row.get("n_images", math.nan))) else 0,
+        artifact=run.artifact(str(row["model_id"]), str(row["variant"])),
+    )
+
+
+def summary_lines(rec: Recommendation) -> list[str]:
+    """A few lines a reader can paste into a design review."""
+    k, budgets = rec.keras, rec.budgets
+    head = f"{rec.model_id}: keras fg IoU {k.fg_iou:.3f}, {k.latency_ms:.2f} ms per image"
+    if rec.chosen is None:
+        return [head, f"no variant is faster than keras within the budgets ({budgets.describe()})"]
+    c = rec.chosen
+    return [
+        head,
+        f"ship {c.variant} on {c.runtime} ({c.precision}): {c.latency_ms:.2f} ms per image at "
+        f"{budgets.threads} thread(s), {c.speedup:.2f}x keras; {c.size_mb:.2f} MB "
+        f"({c.size_ratio:.2f}x keras); {c.memory_mb:.0f} MB memory (keras {k.memory_mb:.0f}); "
+        f"fg IoU {c.fg_iou:.3f} ({-c.iou_drop:+.2f} points)",
+        f"artifact: {c.artifact}",
+        f"budgets: {budgets.describe()}",
+    ]

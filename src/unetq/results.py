@@ -1,0 +1,310 @@
+"""Results: per-image accuracy rows, their summaries, and the merge with the benchmark's records.
+
+`write_average_results` is the one place where accuracy (evaluate) and latency, memory and size
+(bench) meet: model_performance_average_results.csv, one row per (model, variant, runtime,
+threads), with the original study's columns in front. Both steps call it, in either order.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Iterable
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from unetq.errors import DataError, UnetqError
+from unetq.fileio import atomic_path
+from unetq.metrics import dataset_scores
+from unetq.records import ImageResult, ModelId
+from unetq.runfolder import RunFolder, artifact_size, read_csv, read_json
+from unetq.variants import quantization_name, variant_rank
+
+KEYS = ["model_id", "variant", "runtime"]
+PER_IMAGE_METRICS = ["fg_iou", "fg_dice", "miou", "pixel_acc", "agreement", "seed_iou", "seed_dice"]
+DATASET_METRICS = ["fg_iou_dataset", "fg_dice_dataset", "miou_dataset", "pixel_acc_dataset"]
+SUMMARY_COLUMNS = [*KEYS, "split", "n_images", *PER_IMAGE_METRICS, "fg_iou_std", *DATASET_METRICS]
+# Columns of the individual CSV that repeat others under the original study's names.
+STUDY_ALIASES = (
+    "Model",
+    "Epoch",
+    "Filters",
+    "Normalization",
+    "Quantization",
+    "Image_Name",
+    "IoU_score",
+    "Dice_score",
+)
+# The average CSV's study columns: the original notebook's names for the same quantities.
+STUDY_MEASURES = ("Execution_time", "Memory_usage", "IoU_score", "Dice_score")
+
+
+# --- per-image rows ----------------------------------------------------------------------------
+
+
+def result_rows(results: Iterable[ImageResult]) -> list[dict[str, Any]]:
+    """ImageResults as flat CSV rows; the confusion matrix becomes columns cm_<true>_<pred>."""
+    rows = []
+    for r in results:
+        row = asdict(r)
+        confusion = row.pop("confusion")
+        c = math.isqrt(len(confusion))
+        for k, count in enumerate(confusion):
+            row[f"cm_{k // c}_{k % c}"] = count
+        rows.append(row)
+    return rows
+
+
+def confusion_columns(df: pd.DataFrame) -> tuple[list[str], int]:
+    """The cm_<t>_<p> columns of a results frame in row-major order, and the class count."""
+    cells = []
+    for col in df.columns:
+        m = re.fullmatch(r"cm_(\d+)_(\d+)", str(col))
+        if m:
+            cells.append((int(m[1]), int(m[2]), col))
+    c = max((max(t, p) for t, p, _ in cells), default=-1) + 1
+    by_cell = {(t, p): col for t, p, col in cells}
+    cols = [by_cell.get((t, p)) for t in range(c) for p in range(c)]
+    if None in cols:
+        raise DataError("results are missing confusion-matrix columns (cm_<true>_<pred>)")
+    return cols, c
+
+
+def read_individual_results(path: Path) -> pd.DataFrame:
+    """model_performance_individual_results.csv without its study-name aliases (empty if absent)."""
+    frame = read_csv(Path(path), dtype={"image": str, "model_id": str})
+    return frame.drop(columns=[c for c in STUDY_ALIASES if c in frame.columns])
+
+
+# --- summaries ---------------------------------------------------------------------------------
+
+
+def summarize(
+    results: list[ImageResult] | pd.DataFrame, background_class: int | None = None
+) -> pd.DataFrame:
+    """One row per (model, variant, runtime): per-image means and dataset-level scores.
+
+    Per-image means (`fg_iou`, ...) weigh every image equally (nan entries are ignored, e.g.
+    agreement without a keras reference); dataset-level scores (`*_dataset`) come from the
+    confusion matrices summed over the images, so they weigh every pixel equally. `n_images`
+    counts the images evaluated (fewer for slow variants). `results` may also be the data frame
+    of model_performance_individual_results.csv; `background_class` defaults to its column.
+    """
+    df = results if isinstance(results, pd.DataFrame) else pd.DataFrame(result_rows(results))
+    if df.empty:
+        return pd.DataFrame(columns=SUMMARY_COLUMNS)
+    cm_cols, c = confusion_columns(df)
+    rows = []
+    for key, group in df.groupby(KEYS, sort=False):
+        bg = background_class
+        if bg is None:
+            if "background_class" not in group or group["background_class"].isna().all():
+                raise DataError("results do not say which class is background")
+            bg = int(group["background_class"].dropna().iloc[0])
+        row: dict[str, Any] = dict(zip(KEYS, key, strict=True))
+        row["split"] = ",".join(sorted(set(group["split"].astype(str)))) if "split" in group else ""
+        row["n_images"] = len(group)
+        for metric in PER_IMAGE_METRICS:
+            row[metric] = _nanmean(group[metric]) if metric in group else float("nan")
+        row["fg_iou_std"] = float(group["fg_iou"].std(ddof=0))
+        cm = group[cm_cols].fillna(0).to_numpy(np.int64).sum(axis=0).reshape(c, c)
+        for name, value in dataset_scores(cm, bg).items():
+            row[f"{name}_dataset"] = value
+        rows.append(row)
+    return pd.DataFrame(rows, columns=SUMMARY_COLUMNS)
+
+
+def _nanmean(values: pd.Series) -> float:
+    arr = pd.to_numeric(values, errors="coerce").to_numpy(np.float64)
+    return float(np.nanmean(arr)) if np.any(~np.isnan(arr)) else float("nan")
+
+
+# --- the study's columns -----------------------------------------------------------------------
+
+
+def model_factors(model_id: str, trained: pd.DataFrame | None = None) -> dict[str, Any]:
+    """Epoch, Filters, Normalization of a model: from trained_models_info.csv, else its id."""
+    if trained is not None and not trained.empty and "model_id" in trained:
+        match = trained[trained["model_id"].astype(str) == model_id]
+        if not match.empty and {"epochs", "filters", "batchnorm"} <= set(match.columns):
+            r = match.iloc[0]
+            bn = str(r["batchnorm"]).strip().lower() in ("true", "1", "1.0")
+            return {
+                "Epoch": int(r["epochs"]),
+                "Filters": int(r["filters"]),
+                "Normalization": _norm(bn),
+            }
+    identity = ModelId.parse(model_id)
+    if identity is None:
+        return {"Epoch": None, "Filters": None, "Normalization": None}
+    return {
+        "Epoch": identity.epochs,
+        "Filters": identity.filters,
+        "Normalization": _norm(identity.batchnorm),
+    }
+
+
+def _norm(batchnorm: bool) -> str:
+    return "BatchNorm" if batchnorm else "NoBatchNorm"
+
+
+def with_study_columns(df: pd.DataFrame, trained: pd.DataFrame | None = None) -> pd.DataFrame:
+    """Prefix the original study's columns: Model, Epoch, Filters, Normalization, Quantization."""
+    if df.empty:
+        return df
+    factors = {m: model_factors(m, trained) for m in df["model_id"].astype(str).unique()}
+    front = pd.DataFrame(
+        {
+            "Model": df["model_id"],
+            "Epoch": [factors[m]["Epoch"] for m in df["model_id"]],
+            "Filters": [factors[m]["Filters"] for m in df["model_id"]],
+            "Normalization": [factors[m]["Normalization"] for m in df["model_id"]],
+            "Quantization": [quantization_name(v) for v in df["variant"]],
+        },
+        index=df.index,
+    )
+    rest = df.drop(columns=[c for c in front.columns if c in df.columns])
+    return pd.concat([front, rest], axis=1)
+
+
+def _with_study_measures(df: pd.DataFrame, timed: bool = True) -> pd.DataFrame:
+    """Execution_time (s per image = median latency), Memory_usage (model MB), IoU_score and
+    Dice_score (foreground IoU/Dice, the correct metric) after the five study columns, and
+    their `Average_` copies at the end, as the original notebook's average CSV had them.
+    Accuracy-only tables (`timed` False) get IoU_score and Dice_score only."""
+    study = pd.DataFrame(
+        {
+            "Execution_time": df.get("latency_ms_median", np.nan) / 1000.0,
+            "Memory_usage": df.get("model_memory_mb", np.nan),
+            "IoU_score": df.get("fg_iou", np.nan),
+            "Dice_score": df.get("fg_dice", np.nan),
+        },
+        index=df.index,
+    )
+    study = study[[c for c in STUDY_MEASURES if timed or c in ("IoU_score", "Dice_score")]]
+    lead = 5 if "Model" in df else 0
+    df = pd.concat([df.iloc[:, :lead], study, df.iloc[:, lead:]], axis=1)
+    for col in study.columns:
+        df[f"Average_{col}"] = df[col]
+    return df
+
+
+# --- the merge ---------------------------------------------------------------------------------
+
+
+def read_bench_records(run: RunFolder) -> list[dict[str, Any]]:
+    """BenchRecords (as dicts) of the run's part files, for models still in the run."""
+    models = set(run.model_ids())
+    rows = []
+    for path in run.bench_parts():
+        if path.parent.name not in models:
+            continue
+        record = read_json(path).get("record")
+        if isinstance(record, dict):
+            rows.append(record)
+    return rows
+
+
+def write_average_results(run_dir: Path) -> Path:
+    """Merge accuracy (individual CSV) and bench parts into model_performance_average_results.csv.
+
+    One row per (model, variant, runtime, threads), or per (model, variant, runtime) with empty
+    bench columns when only accuracy exists. Callable after evaluate and bench in either order.
+    """
+    run = RunFolder(run_dir)
+    frame = read_individual_results(run.individual_csv)
+    acc = summarize(frame) if not frame.empty else pd.DataFrame()
+    bench = pd.DataFrame(read_bench_records(run))
+    if acc.empty and bench.empty:
+        raise UnetqError(f"nothing to merge in {run.root}: run `unetq evaluate` or `unetq bench`")
+    if bench.empty:
+        df = acc.assign(threads=np.nan)
+    elif acc.empty:
+        df = bench
+    else:
+        df = bench.merge(acc, on=KEYS, how="outer")
+    df = _fill_sizes(df, run)
+    df = add_speedup(df)
+    df = sort_rows(df)
+    df = with_study_columns(df.reset_index(drop=True), read_csv(run.trained_csv))
+    df = _with_study_measures(df)
+    with atomic_path(run.average_csv) as tmp:
+        df.to_csv(tmp, index=False)
+    return run.average_csv
+
+
+def write_accuracy_average(run: RunFolder, out: RunFolder, dataset: str) -> Path:
+    """out's average CSV from out's individual CSV alone (cross-dataset: no latency columns);
+    model sizes and factors come from `run`, whose models they are."""
+    acc = summarize(read_individual_results(out.individual_csv))
+    acc["dataset"] = dataset
+    acc = _fill_sizes(acc, run)
+    df = _with_study_measures(with_study_columns(acc, read_csv(run.trained_csv)), timed=False)
+    with atomic_path(out.average_csv) as tmp:
+        df.to_csv(tmp, index=False)
+    return out.average_csv
+
+
+def _fill_sizes(df: pd.DataFrame, run: RunFolder) -> pd.DataFrame:
+    if "size_bytes" not in df:
+        df["size_bytes"] = np.nan
+    for i in df.index[df["size_bytes"].isna()]:
+        try:
+            path = run.artifact(str(df.at[i, "model_id"]), str(df.at[i, "variant"]))
+            df.at[i, "size_bytes"] = artifact_size(path)
+        except (OSError, UnetqError):  # artifact gone or variant unknown: leave it empty
+            continue
+    return df
+
+
+def add_speedup(df: pd.DataFrame) -> pd.DataFrame:
+    """Ratios to keras at the same model and thread count.
+
+    speedup_vs_keras: keras' median latency / this row's. speedup_vs_keras_paired: the median
+    over rounds of keras' round median / this row's round median, rounds being the turns of
+    `bench.session.measure_interleaved`, a second or so apart: a slowdown of the machine that
+    outlasts a round and hits both alike cancels out of each round's ratio (one that hits one
+    runtime harder does not). NaN when the two were not measured in the same rounds (another
+    bench run, or other settings).
+    """
+    rounds = df.pop("round_medians_ms") if "round_medians_ms" in df else None
+    sessions = df.pop("session").tolist() if "session" in df else [None] * len(df)
+    if "latency_ms_median" not in df or "threads" not in df:
+        return df
+    is_keras = ((df["variant"] == "keras") & (df["runtime"] == "keras")).to_numpy()
+    keys = list(zip(df["model_id"], df["threads"], strict=True))
+    ref = {k: i for i, k in reversed(list(enumerate(keys))) if is_keras[i]}
+    median = df["latency_ms_median"].to_numpy(np.float64)
+    keras_ms = np.array([median[ref[k]] if k in ref else np.nan for k in keys])
+    df["speedup_vs_keras"] = keras_ms / median
+    if rounds is not None:
+        rounds = rounds.tolist()
+        df["speedup_vs_keras_paired"] = [
+            paired_ratio(rounds[ref[k]], rounds[i])
+            if k in ref and isinstance(sessions[i], str) and sessions[ref[k]] == sessions[i]
+            else np.nan
+            for i, k in enumerate(keys)
+        ]
+    return df
+
+
+def paired_ratio(reference: list | None, other: list | None) -> float:
+    """Median over rounds of reference / other (one median per round, None for a round without
+    a block); NaN when the two lists are not of the same rounds or share no round."""
+    if not isinstance(reference, list) or not isinstance(other, list):
+        return float("nan")
+    if len(reference) != len(other):
+        return float("nan")
+    ratios = [a / b for a, b in zip(reference, other, strict=True) if a and b]
+    return float(np.median(ratios)) if ratios else float("nan")
+
+
+def sort_rows(df: pd.DataFrame) -> pd.DataFrame:
+    """Rows by model, then variant in registry order, runtime and thread count."""
+    df = df.assign(_rank=[variant_rank(v) for v in df["variant"]])
+    by = ["model_id", "_rank", "runtime"] + (["threads"] if "threads" in df else [])
+    return df.sort_values(by, kind="stable").drop(columns="_rank")

@@ -1,0 +1,299 @@
+"""The run folder: every file and folder name in it, and how to find a run's models.
+
+```
+runs/<study>/
+  config.toml  dataset.json  machine.json  steps.json
+  models/<model_id>/model.keras, history.csv, done.json, <variant>.tflite (+ .json sidecar)
+  models/.train/<run_id>/           training resume state
+  trained_models_info.csv  compressed_models_info.csv
+  model_performance_individual_results.csv  model_performance_average_results.csv
+  robustness.csv  report/index.html  report/panel.png
+  .eval/<model_id>/  .bench/<model_id>/  .robustness/   part files of unfinished steps
+  cross/<name>/                     the run's models on another dataset (same names inside)
+```
+Every other module asks this one for a path; no file name is spelled anywhere else.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from unetq.config import StudyConfig, load_toml
+from unetq.errors import ConfigError, UnetqError
+from unetq.variants import VARIANTS, Variant
+
+CONFIG_FILE = "config.toml"
+MODELS_DIR = "models"
+MODEL_FILE = "model.keras"
+HISTORY_FILE = "history.csv"
+DONE_FILE = "done.json"
+TRAIN_STATE_DIR = ".train"
+TRAINED_CSV = "trained_models_info.csv"
+COMPRESSED_CSV = "compressed_models_info.csv"
+INDIVIDUAL_CSV = "model_performance_individual_results.csv"
+AVERAGE_CSV = "model_performance_average_results.csv"
+ROBUSTNESS_CSV = "robustness.csv"
+
+
+def artifact_path(model_dir: Path, variant: str | Variant) -> Path:
+    """`model.keras` for keras, else `<variant><suffix>` (e.g. tflite-int8.tflite)."""
+    name = variant.name if isinstance(variant, Variant) else variant
+    if name not in VARIANTS:
+        raise UnetqError(f"unknown variant '{name}' (choose from {', '.join(VARIANTS)})")
+    if name == "keras":
+        return Path(model_dir) / MODEL_FILE
+    return Path(model_dir) / f"{name}{VARIANTS[name].suffix}"
+
+
+def artifact_parts(artifact: Path) -> list[Path]:
+    """The files that make up an artifact: itself, and OpenVINO's .bin beside an .xml."""
+    artifact = Path(artifact)
+    return [artifact, artifact.with_suffix(".bin")] if artifact.suffix == ".xml" else [artifact]
+
+
+def artifact_size(artifact: Path) -> int:
+    """Bytes on disk of an artifact and its parts."""
+    return sum(p.stat().st_size for p in artifact_parts(artifact))
+
+
+def variant_report(model_dir: Path, variant: str, suffix: str) -> Path:
+    """A report file a converter wrote beside a variant, e.g. tflite-int8-mixed.layers.csv."""
+    return Path(model_dir) / f"{variant}{suffix}"
+
+
+@dataclass(frozen=True)
+class VariantRun:
+    """One way to run a model's variant: its artifact on one runtime."""
+
+    variant: str
+    runtime: str
+    artifact: Path
+    slow: bool  # reference kernels: evaluated and timed on fewer images
+
+
+def variant_runs(model_dir: Path, runtimes: Iterable[str] | None = None) -> list[VariantRun]:
+    """Every variant whose artifact exists in model_dir, keras first, then in registry order;
+    only those whose runtime `runtimes` holds (None: all)."""
+    keep = None if runtimes is None else set(runtimes)
+    runs = []
+    for name in sorted(VARIANTS, key=lambda v: v != "keras"):  # stable: keras first
+        variant = VARIANTS[name]
+        artifact = artifact_path(model_dir, name)
+        present = all(p.exists() for p in artifact_parts(artifact))
+        if present and (keep is None or variant.runtime in keep):
+            runs.append(VariantRun(name, variant.runtime, artifact, variant.slow))
+    return runs
+
+
+def stamp_path(part: Path) -> Path:
+    """`<part>.json` beside a part file: what it was computed from (e.g. the artifact digest)."""
+    return part.with_suffix(".json")
+
+
+def train_state_files(epoch: int) -> tuple[str, str]:
+    """(model + optimizer after `epoch`, best weights as of `epoch`): file names in train_state."""
+    return f"state-e{epoch}.keras", f"best-e{epoch}.weights.npz"
+
+
+TRAIN_STATE_FILE = "state.json"
+
+
+def sidecar_path(artifact: Path) -> Path:
+    """`<artifact>.json`: how an artifact was made (source digest, settings, verification)."""
+    return artifact.with_name(artifact.name + ".json")
+
+
+@dataclass(frozen=True)
+class RunFolder:
+    root: Path
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "root", Path(self.root))
+
+    # --- files at the top --------------------------------------------------------------------
+    @property
+    def config(self) -> Path:
+        return self.root / CONFIG_FILE
+
+    @property
+    def dataset(self) -> Path:
+        return self.root / "dataset.json"
+
+    @property
+    def machine(self) -> Path:
+        return self.root / "machine.json"
+
+    @property
+    def steps(self) -> Path:
+        return self.root / "steps.json"
+
+    @property
+    def trained_csv(self) -> Path:
+        return self.root / TRAINED_CSV
+
+    @property
+    def compressed_csv(self) -> Path:
+        return self.root / COMPRESSED_CSV
+
+    @property
+    def individual_csv(self) -> Path:
+        return self.root / INDIVIDUAL_CSV
+
+    @property
+    def average_csv(self) -> Path:
+        return self.root / AVERAGE_CSV
+
+    @property
+    def robustness_csv(self) -> Path:
+        return self.root / ROBUSTNESS_CSV
+
+    @property
+    def report_dir(self) -> Path:
+        return self.root / "report"
+
+    @property
+    def report(self) -> Path:
+        return self.report_dir / "index.html"
+
+    @property
+    def panel(self) -> Path:
+        return self.report_dir / "panel.png"
+
+    # --- models ------------------------------------------------------------------------------
+    @property
+    def models_dir(self) -> Path:
+        return self.root / MODELS_DIR
+
+    def model_dir(self, model_id: str) -> Path:
+        return self.models_dir / model_id
+
+    def model_file(self, model_id: str) -> Path:
+        return self.model_dir(model_id) / MODEL_FILE
+
+    def history(self, model_id: str) -> Path:
+        return self.model_dir(model_id) / HISTORY_FILE
+
+    def done_marker(self, model_id: str) -> Path:
+        return self.model_dir(model_id) / DONE_FILE
+
+    def train_state(self, run_id: str) -> Path:
+        return self.models_dir / TRAIN_STATE_DIR / run_id
+
+    def model_ids(self) -> list[str]:
+        """Ids of the run's models (folders under models/ holding a model.keras), sorted."""
+        if not self.models_dir.is_dir():
+            return []
+        return sorted(
+            p.parent.name
+            for p in self.models_dir.glob(f"*/{MODEL_FILE}")
+            if not p.parent.name.startswith(".")
+        )
+
+    def artifact(self, model_id: str, variant: str | Variant) -> Path:
+        return artifact_path(self.model_dir(model_id), variant)
+
+    # --- part files of unfinished steps ------------------------------------------------------
+    def eval_part(self, model_id: str, variant: str) -> Path:
+        return self.root / ".eval" / model_id / f"{variant}.csv"
+
+    def eval_reference(self, model_id: str) -> Path:
+        """The keras model's class maps, the reference of every variant's agreement."""
+        return self.root / ".eval" / model_id / "keras_classes.npz"
+
+    def bench_part(self, model_id: str, variant: str, runtime: str, threads: int) -> Path:
+        return self.root / ".bench" / model_id / f"{variant}@{runtime}@t{threads}.json"
+
+    def bench_parts(self) -> list[Path]:
+        return sorted((self.root / ".bench").glob("*/*.json"))
+
+    def robustness_part(self, condition: str, severity: int) -> Path:
+        return self.root / ".robustness" / f"{condition}-{severity}.csv"
+
+    def robustness_parts(self) -> list[Path]:
+        return sorted((self.root / ".robustness").glob("*.csv"))
+
+    # --- cross-dataset results ---------------------------------------------------------------
+    def cross(self, name: str) -> RunFolder:
+        """`cross/<name>/`: this run's models on another dataset, with the same file names."""
+        return RunFolder(self.root / "cross" / name)
+
+    def crosses(self) -> list[tuple[str, RunFolder]]:
+        """(name, folder) of every cross-dataset evaluation that wrote its average CSV."""
+        found = sorted((self.root / "cross").glob(f"*/{AVERAGE_CSV}"))
+        return [(p.parent.name, RunFolder(p.parent)) for p in found]
+
+    # --- reading -----------------------------------------------------------------------------
+    def load_config(self) -> StudyConfig:
+        if not self.config.exists():
+            raise ConfigError(f"{self.root} is not a unetq run folder (no {CONFIG_FILE})")
+        return StudyConfig.model_validate(load_toml(self.config))
+
+
+def read_csv(path: Path, **kwargs: Any) -> pd.DataFrame:
+    """A CSV as a data frame; an empty frame when the file is absent, empty or unreadable."""
+    path = Path(path)
+    if not path.exists() or path.stat().st_size == 0:
+        return pd.DataFrame()
+    try:
+        return pd.read_csv(path, **kwargs)
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError):
+        return pd.DataFrame()
+
+
+def read_json(path: Path) -> dict[str, Any]:
+    """A JSON object from disk; {} when the file is absent or not a JSON object."""
+    try:
+        data = json.loads(Path(path).read_text())
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+_DIGESTS: dict[tuple[str, int, int], str] = {}
+
+
+def file_digest(path: Path) -> str:
+    """SHA-256 of a file's bytes, remembered per (path, size, mtime) within this process.
+
+    Finished work is matched to the artifact it was made from by content, so a run folder copied
+    with `cp -r` (new file times) or moved between machines reruns nothing.
+    """
+    path = Path(path)
+    stat = path.stat()
+    key = (str(path.resolve()), stat.st_size, stat.st_mtime_ns)
+    if key not in _DIGESTS:
+        digest = hashlib.sha256()
+        with open(path, "rb") as fh:
+            for block in iter(lambda: fh.read(1 << 20), b""):
+                digest.update(block)
+        _DIGESTS[key] = digest.hexdigest()
+    return _DIGESTS[key]
+
+
+def artifact_digest(artifact: Path) -> str:
+    """The digest of an artifact and of the files that belong to it (OpenVINO's .bin)."""
+    artifact = Path(artifact)
+    weights = artifact.with_suffix(".bin")
+    if artifact.suffix == ".xml" and weights.exists():
+        return hashlib.sha256(
+            (file_digest(artifact) + file_digest(weights)).encode("ascii")
+        ).hexdigest()
+    return file_digest(artifact)
+
+
+def say_reused(progress: Any, step: str, computed: int, total: int) -> None:
+    """One line on what a step found finished on disk (content-checked) and what it redid."""
+    if progress is None:
+        return
+    if computed == 0:
+        text = f"{step}: nothing to redo ({total} results up to date)"
+    else:
+        text = f"{step}: {computed} of {total} computed, {total - computed} up to date"
+    progress.console.print(text, highlight=False)
