@@ -118,9 +118,10 @@ def sensitivity_ranking(debugger) -> list[dict]:
         scale = float(row["scale"])
         if not scale:
             continue
+        name = row["tensor_name"]
         rows.append(
             {
-                "layer": keras_layer(row["tensor_name"]),
+                "layer": keras_layer(name) if "/" in name else f"{row['op_name'].lower()} (output)",
                 "op": row["op_name"],
                 "sensitivity": round(float(np.sqrt(float(row["mean_squared_error"])) / scale), 4),
                 "tensor": row["tensor_name"],

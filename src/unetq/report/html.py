@@ -121,7 +121,8 @@ def build_report(run_dir: Path) -> Path:
             "in float (ranked by the TFLite quantization debugger's RMSE / scale) until the "
             "validation fg IoU is within the budget of the float model's; openvino-int8-guarded "
             "lets NNCF's accuracy control return operations to float for the same budget. "
-            "cost_ms: its median at one thread minus plain int8's.</p>"
+            "cost_ms: its median at one thread minus that of the plain int8 variant it is "
+            "compared with (versus).</p>"
         )
         parts.append(_html_table(guards, sortable=True))
         best = _best_model(tables.average)
