@@ -36,16 +36,23 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
+INTERVALS = {  # field -> its 95% interval's columns in the average CSV
+    "latency_ms_median": ("latency_ms_median_ci95_low", "latency_ms_median_ci95_high"),
+    "paired": ("speedup_vs_keras_paired_ci95_low", "speedup_vs_keras_paired_ci95_high"),
+}
+
+
 def one_pass(run: Path, cfg, console: Console) -> dict[tuple, dict]:
-    """Every measurement's bench record, plus `paired`: its speedup_vs_keras_paired."""
+    """Every measurement's bench record, plus `paired`: its speedup_vs_keras_paired, and the
+    95% intervals of both (`<field>_ci`: (low, high), None where there is none)."""
     import pandas as pd
 
     with Progress(console=console, transient=True) as progress:
         average = pd.read_csv(bench_run(run, cfg, progress=progress, remeasure=True))
     timed = average[average["threads"].notna()]
-    paired = {
-        (r.model_id, r.variant, r.runtime, int(r.threads)): r.speedup_vs_keras_paired
-        for r in timed.itertuples(index=False)
+    rows = {
+        (r["model_id"], r["variant"], r["runtime"], int(r["threads"])): r
+        for r in timed.to_dict("records")
     }
     wanted = set(cfg.bench.models or [])
     records = {
@@ -54,9 +61,28 @@ def one_pass(run: Path, cfg, console: Console) -> dict[tuple, dict]:
         if not wanted or r["model_id"] in wanted
     }
     for key, r in records.items():
-        value = paired.get(key)
-        r["paired"] = None if value is None or value != value else float(value)
+        row = rows.get(key, {})
+        r["paired"] = _number(row.get("speedup_vs_keras_paired"))
+        for field, (low, high) in INTERVALS.items():
+            lo, hi = _number(row.get(low)), _number(row.get(high))
+            r[f"{field}_ci"] = (lo, hi) if lo is not None and hi is not None else None
     return records
+
+
+def _number(value) -> float | None:
+    return None if value is None or value != value else float(value)
+
+
+def overlapping(passes: list[dict[tuple, dict]], field: str) -> tuple[int, int]:
+    """(measurements whose intervals in every pass share a point, measurements with intervals)."""
+    both = total = 0
+    for key in passes[0]:
+        intervals = [p[key].get(f"{field}_ci") for p in passes if key in p]
+        if len(intervals) < len(passes) or None in intervals:
+            continue
+        total += 1
+        both += max(lo for lo, _ in intervals) <= min(hi for _, hi in intervals)
+    return both, total
 
 
 def compare(
@@ -110,6 +136,11 @@ def main(argv: list[str] | None = None) -> int:
         out.print(table)
         console.print(
             f"{within} of {len(rows)} within {args.tolerance:.0%} across passes: {what}",
+            highlight=False,
+        )
+        both, total = overlapping(passes, field)
+        console.print(
+            f"{both} of {total} have 95% intervals that overlap in every pass: {what}",
             highlight=False,
         )
         ok = ok and within == len(rows)

@@ -26,8 +26,12 @@ TIMING_WORDS = (
 )
 
 
+def measures_time_or_memory(column: str) -> bool:
+    return column != "runtime" and any(w in column.lower() for w in TIMING_WORDS)
+
+
 def comparable(df: pd.DataFrame) -> pd.DataFrame:
-    keep = [c for c in df.columns if not any(w in c.lower() for w in TIMING_WORDS) and c != "path"]
+    keep = [c for c in df.columns if not measures_time_or_memory(c) and c != "path"]
     keys = [
         c
         for c in ("model_id", "variant", "runtime", "threads", "image", "condition", "severity")

@@ -75,6 +75,24 @@ def test_other_budgets_change_the_choice(tmp_path):
     assert rec.chosen is None and "no variant is faster" in summary_lines(rec)[1]
 
 
+def test_a_difference_within_the_noise_is_not_a_reason(tmp_path):
+    run = run_with(tmp_path)
+    average = pd.read_csv(RunFolder(run).average_csv)
+    ci = {"tflite-int8": (4.0, 6.5), "openvino-int8": (2.5, 4.5), "tflite-fp16": (7.5, 8.5)}
+    average["latency_ms_median_ci95_low"] = [ci.get(v, (9, 11))[0] for v in average.variant]
+    average["latency_ms_median_ci95_high"] = [ci.get(v, (9, 11))[1] for v in average.variant]
+    average.to_csv(RunFolder(run).average_csv, index=False)
+    [rec] = recommend(run, Budgets(max_iou_drop=1.0))
+    # openvino-int8 has the lower median, but the intervals overlap: the smaller loss wins
+    assert rec.chosen.variant == "tflite-int8"
+    assert [c.variant for c in rec.tied] == ["openvino-int8"]
+    lines = summary_lines(rec)
+    assert "[95% 4.00-6.50]" in lines[1]
+    assert lines[2].startswith("as fast within the noise: openvino-int8 on openvino")
+    [rec] = recommend(run, Budgets(max_iou_drop=0.5))  # openvino-int8 is out: no tie left
+    assert rec.chosen.variant == "tflite-int8" and rec.tied == []
+
+
 def test_model_choice_and_errors(tmp_path):
     run = run_with(tmp_path)
     assert [r.model_id for r in recommend(run, Budgets(), every_model=True)] == ["m-a", "m-b"]

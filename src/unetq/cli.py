@@ -432,6 +432,57 @@ def study(
 
 
 @app.command()
+def benchmark(
+    model: Annotated[Path, typer.Option("--model", help="Your trained model (.keras or .h5).")],
+    data_dir: Annotated[
+        Path | None,
+        typer.Option("--data-dir", help="Labelled images (without: speed, size, memory only)."),
+    ] = None,
+    fmt: Annotated[str | None, typer.Option("--format", help="pets or folder.")] = None,
+    out: Annotated[Path | None, typer.Option(help="Run folder (default runs/<model>).")] = None,
+    variants: Annotated[
+        str | None, typer.Option("--variants", help="Comma list (default: every variant).")
+    ] = None,
+    threads: Annotated[
+        str | None, typer.Option("--threads", help="Comma list of counts or 'all' (1,all).")
+    ] = None,
+    input_range: Annotated[
+        str | None,
+        typer.Option(
+            "--input-range",
+            help="Pixels the model expects: 0,1 / -1,1 / 0,255 (default: from its Rescaling "
+            "layer, else 0,1).",
+        ),
+    ] = None,
+    size: Annotated[
+        int | None, typer.Option("--size", min=16, help="Input size when the model's is not fixed.")
+    ] = None,
+    robustness: Annotated[
+        bool, typer.Option("--robustness", help="Also measure image conditions.")
+    ] = False,
+    preset: Annotated[str, typer.Option(help="Settings to start from: quick or smoke.")] = "quick",
+    set_: SetOpt = None,
+) -> None:
+    """Your own model through every variant: compress, evaluate, bench, report; no training."""
+    from unetq.benchmark import run_benchmark
+    from unetq.config import build_config
+    from unetq.usermodel import model_id_for
+
+    if fmt is not None and fmt not in ("pets", "folder"):
+        raise typer.BadParameter(f"'{fmt}' is not pets or folder", param_hint="--format")
+    values = {
+        "name": model_id_for(model),
+        "compress.variants": variants.split(",") if variants else None,
+        "bench.threads": [t.strip() for t in threads.split(",")] if threads else None,
+        "robustness.enabled": robustness,
+    }
+    cfg = build_config(preset, None, set_, values)
+    run_dir = out or Path("runs") / model_id_for(model)
+    report = run_benchmark(model, cfg, run_dir, data_dir, fmt, input_range, size, console)
+    console.print(f"[bold green]report:[/] {report}")
+
+
+@app.command()
 def recommend(
     run: Annotated[Path, typer.Option("--run", help="Run folder (evaluated and benchmarked).")],
     max_iou_drop: Annotated[
@@ -465,7 +516,8 @@ def recommend(
             console.print(line, highlight=False, soft_wrap=True)
         for candidate, reason in rec.others:
             what = f"{candidate.variant} on {candidate.runtime}"
-            verdict = reason or "within budget, slower"
+            tied = "as fast within the noise, more accuracy loss or size"
+            verdict = reason or (tied if candidate in rec.tied else "within budget, slower")
             console.print(
                 f"  {what:36s} {candidate.latency_ms:8.2f} ms  {verdict}",
                 highlight=False,

@@ -6,8 +6,9 @@ import csv
 import dataclasses
 import json
 import os
+import shutil
 import tempfile
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -40,6 +41,27 @@ def atomic_path(path: Path | str) -> Iterator[Path]:
     finally:
         if tmp_path is not None:
             tmp_path.unlink(missing_ok=True)
+
+
+def atomic_save(path: Path | str, save: Callable[[str], None]) -> None:
+    """`save(name)` into a temporary folder beside `path`, under the final file name (Keras
+    checks suffixes), then renamed onto `path`; a refused write is a StorageError."""
+    path = Path(path)
+    tmp_dir = None
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp_dir = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
+        tmp = tmp_dir / path.name
+        save(str(tmp))
+        os.replace(tmp, path)
+    except Exception as exc:
+        error = storage_error(exc, path)
+        if error is None:
+            raise
+        raise error from None
+    finally:
+        if tmp_dir is not None:
+            shutil.rmtree(tmp_dir, ignore_errors=True)
 
 
 def write_bytes(path: Path | str, data: bytes) -> None:

@@ -53,6 +53,16 @@ class Candidate:
     iou_drop: float  # points below keras (negative: better than keras)
     images: int
     artifact: Path
+    latency_ci: tuple[float, float] = (math.nan, math.nan)  # 95%, bootstrap over rounds
+    speedup_ci: tuple[float, float] = (math.nan, math.nan)
+
+    def same_speed_as(self, other: Candidate) -> bool:
+        """Whether the two medians' intervals overlap: the data cannot tell which is faster."""
+        lo, hi = self.latency_ci
+        other_lo, other_hi = other.latency_ci
+        if any(math.isnan(v) for v in (lo, hi, other_lo, other_hi)):
+            return self.latency_ms == other.latency_ms
+        return lo <= other_hi and other_lo <= hi
 
 
 @dataclass
@@ -64,6 +74,9 @@ class Recommendation:
     # every other candidate, fastest first, with the budget that rules it out ('' if it is
     # within budget but slower than the chosen one)
     others: list[tuple[Candidate, str]] = field(default_factory=list)
+    # within budget and as fast as the chosen one within the noise (their latency intervals
+    # overlap); the choice among them went to the smallest accuracy loss, then size
+    tied: list[Candidate] = field(default_factory=list)
 
 
 def recommend(
@@ -73,14 +86,18 @@ def recommend(
     model of the run."""
     run = RunFolder(run_dir)
     average = read_csv(run.average_csv)
-    if average.empty or "fg_iou" not in average:
-        raise UnetqError(f"{run.root} has no results yet: run `unetq evaluate` and `unetq bench`")
+    if average.empty or "latency_ms_median" not in average:
+        raise UnetqError(f"{run.root} has no results yet: run `unetq bench` (and `evaluate`)")
+    if "fg_iou" not in average:
+        average = average.assign(fg_iou=float("nan"))
     models = _models(average, model_id, every_model, run)
     return [_recommend_one(run, average, m, budgets) for m in models]
 
 
 def _models(average: pd.DataFrame, model_id: str | None, every: bool, run: RunFolder) -> list:
-    keras = average[average["variant"] == "keras"].dropna(subset=["fg_iou"])
+    keras = average[average["variant"] == "keras"]
+    if keras["fg_iou"].notna().any():
+        keras = keras.dropna(subset=["fg_iou"])
     known = list(dict.fromkeys(average["model_id"].astype(str)))
     if model_id is not None:
         if model_id not in known:
@@ -89,7 +106,7 @@ def _models(average: pd.DataFrame, model_id: str | None, every: bool, run: RunFo
     if every:
         return known
     if keras.empty:
-        raise UnetqError(f"{run.average_csv} has no keras accuracy to compare with")
+        raise UnetqError(f"{run.average_csv} has no keras row to compare with")
     return [str(keras.sort_values("fg_iou", ascending=False)["model_id"].iloc[0])]
 
 
@@ -110,23 +127,29 @@ def _recommend_one(run: RunFolder, average, model_id: str, budgets: Budgets) -> 
     candidates = [c for c in candidates if (c.variant, c.runtime) != ("keras", "keras")]
     full = max((c.images for c in candidates), default=keras.images)
     ranked = sorted(candidates, key=lambda c: (math.isnan(c.latency_ms), c.latency_ms))
-    verdicts = [(c, _ruled_out(c, keras, budgets, full)) for c in ranked]
-    chosen = next((c for c, reason in verdicts if not reason), None)
-    if chosen is not None and keras.latency_ms <= chosen.latency_ms:
-        chosen = None  # nothing beats the float model itself
+    measured = not math.isnan(keras.fg_iou)  # without a dataset: speed, size and memory only
+    verdicts = [(c, _ruled_out(c, keras, budgets, full, measured)) for c in ranked]
+    within = [c for c, reason in verdicts if not reason]
+    if not within or keras.latency_ms <= within[0].latency_ms:
+        others = [(c, reason) for c, reason in verdicts]
+        return Recommendation(model_id, keras, budgets, None, others)  # keras itself is fastest
+    fastest = within[0]
+    equal = [c for c in within if c is fastest or c.same_speed_as(fastest)]
+    chosen = min(equal, key=lambda c: (c.iou_drop if measured else 0.0, c.size_mb))
     others = [(c, reason) for c, reason in verdicts if c is not chosen]
-    return Recommendation(model_id, keras, budgets, chosen, others)
+    tied = [c for c in equal if c is not chosen]
+    return Recommendation(model_id, keras, budgets, chosen, others, tied)
 
 
-def _ruled_out(c: Candidate, keras: Candidate, budgets: Budgets, full_images: int) -> str:
+def _ruled_out(c: Candidate, keras: Candidate, budgets: Budgets, full: int, measured: bool) -> str:
     """The first budget `c` breaks, in words; '' when it keeps them all."""
     if math.isnan(c.latency_ms):
         return "not timed"
-    if math.isnan(c.fg_iou):
+    if measured and math.isnan(c.fg_iou):
         return "no accuracy measured"
-    if c.images < full_images:
-        return f"accuracy from {c.images} of {full_images} test images only"
-    if c.iou_drop > budgets.max_iou_drop + 1e-9:
+    if measured and c.images < full:
+        return f"accuracy from {c.images} of {full} test images only"
+    if measured and c.iou_drop > budgets.max_iou_drop + 1e-9:
         return f"accuracy: {c.iou_drop:.2f} points below keras > {budgets.max_iou_drop:g}"
     if budgets.max_ms is not None and c.latency_ms > budgets.max_ms:
         return f"latency: {c.latency_ms:.2f} ms > {budgets.max_ms:g}"
@@ -151,24 +174,67 @@ def _candidate(run: RunFolder, row: pd.Series, keras: pd.Series) -> Candidate:
         memory_mb=float(row.get("model_memory_mb", math.nan)),
         fg_iou=float(row["fg_iou"]),
         iou_drop=100 * (float(keras["fg_iou"]) - float(row["fg_iou"])),
-        images=int(row["n_images"]) if not math.isnan(float(row.get("n_images", math.nan))) else 0,
+        images=_count(row.get("n_images")),
         artifact=run.artifact(str(row["model_id"]), str(row["variant"])),
+        latency_ci=(
+            float(row.get("latency_ms_median_ci95_low", math.nan)),
+            float(row.get("latency_ms_median_ci95_high", math.nan)),
+        ),
+        speedup_ci=(
+            float(row.get("speedup_vs_keras_paired_ci95_low", math.nan)),
+            float(row.get("speedup_vs_keras_paired_ci95_high", math.nan)),
+        )
+        if not math.isnan(paired)
+        else (math.nan, math.nan),
     )
+
+
+def _count(value) -> int:
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return 0
+    return 0 if math.isnan(number) else int(number)
 
 
 def summary_lines(rec: Recommendation) -> list[str]:
     """A few lines a reader can paste into a design review."""
     k, budgets = rec.keras, rec.budgets
-    head = f"{rec.model_id}: keras fg IoU {k.fg_iou:.3f}, {k.latency_ms:.2f} ms per image"
+    measured = not math.isnan(k.fg_iou)
+    accuracy = f"keras fg IoU {k.fg_iou:.3f}" if measured else "accuracy not measured (no dataset)"
+    head = f"{rec.model_id}: {accuracy}, {k.latency_ms:.2f} ms per image"
     if rec.chosen is None:
         return [head, f"no variant is faster than keras within the budgets ({budgets.describe()})"]
     c = rec.chosen
-    return [
+    cost = f"fg IoU {c.fg_iou:.3f} ({-c.iou_drop:+.2f} points)" if measured else "accuracy unknown"
+    lines = [
         head,
-        f"ship {c.variant} on {c.runtime} ({c.precision}): {c.latency_ms:.2f} ms per image at "
-        f"{budgets.threads} thread(s), {c.speedup:.2f}x keras; {c.size_mb:.2f} MB "
+        f"ship {c.variant} on {c.runtime} ({c.precision}): {_ms(c)} per image at "
+        f"{budgets.threads} thread(s), {_x(c)} keras; {c.size_mb:.2f} MB "
         f"({c.size_ratio:.2f}x keras); {c.memory_mb:.0f} MB memory (keras {k.memory_mb:.0f}); "
-        f"fg IoU {c.fg_iou:.3f} ({-c.iou_drop:+.2f} points)",
-        f"artifact: {c.artifact}",
-        f"budgets: {budgets.describe()}",
+        f"{cost}",
     ]
+    if rec.tied:
+        names = ", ".join(f"{t.variant} on {t.runtime} ({_ms(t)})" for t in rec.tied)
+        lines.append(
+            f"as fast within the noise: {names}; chosen for the smaller accuracy loss, then size"
+        )
+    lines.append(f"artifact: {c.artifact}")
+    lines.append(
+        f"budgets: {budgets.describe()}" + ("" if measured else " (accuracy budget not applied)")
+    )
+    return lines
+
+
+def _x(c: Candidate) -> str:
+    lo, hi = c.speedup_ci
+    if math.isnan(lo) or math.isnan(hi):
+        return f"{c.speedup:.2f}x"
+    return f"{c.speedup:.2f}x [95% {lo:.2f}-{hi:.2f}]"
+
+
+def _ms(c: Candidate) -> str:
+    lo, hi = c.latency_ci
+    if math.isnan(lo) or math.isnan(hi):
+        return f"{c.latency_ms:.2f} ms"
+    return f"{c.latency_ms:.2f} ms [95% {lo:.2f}-{hi:.2f}]"

@@ -67,6 +67,20 @@ class ModelSpec:
         return self.identity.run_id
 
 
+@dataclass(frozen=True)
+class ModelInfo:
+    """A user's own model as `unetq benchmark` brought it in (models/<model_id>/model.json)."""
+
+    source: str  # the file the user gave
+    source_sha256: str
+    input_hw: tuple[int, int]  # the static size every variant is exported at
+    size_fixed_by_unetq: bool  # the model's own input size was not fixed
+    num_classes: int
+    input_range: tuple[float, float]  # the pixel range the model expects
+    range_from: str  # where input_range comes from: its Rescaling layer, --input-range, default
+    output: str  # 'probabilities' (softmax / sigmoid head) or 'logits': argmax either way
+
+
 @dataclass
 class TrainRecord:
     """One row of trained_models_info.csv."""
@@ -166,4 +180,5 @@ class BenchRecord:
     # median of each round's block of timed calls (bench.measure_interleaved); pairs rounds with
     # keras' for speedup_vs_keras_paired, then left out of the CSV
     round_medians_ms: list[float | None] | None = None
+    round_samples_ms: list[list[float]] | None = None  # each round's block; for the intervals
     session: str | None = None  # measurements with the same session took turns in the same rounds

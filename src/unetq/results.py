@@ -262,16 +262,17 @@ def _fill_sizes(df: pd.DataFrame, run: RunFolder) -> pd.DataFrame:
 
 
 def add_speedup(df: pd.DataFrame) -> pd.DataFrame:
-    """Ratios to keras at the same model and thread count.
+    """Ratios to keras at the same model and thread count, and how sure each figure is.
 
     speedup_vs_keras: keras' median latency / this row's. speedup_vs_keras_paired: the median
     over rounds of keras' round median / this row's round median, rounds being the turns of
     `bench.session.measure_interleaved`, a second or so apart: a slowdown of the machine that
     outlasts a round and hits both alike cancels out of each round's ratio (one that hits one
     runtime harder does not). NaN when the two were not measured in the same rounds (another
-    bench run, or other settings).
+    bench run, or other settings). The `_ci95_low/_high` columns: see `latency_interval`.
     """
-    rounds = df.pop("round_medians_ms") if "round_medians_ms" in df else None
+    rounds = df.pop("round_medians_ms").tolist() if "round_medians_ms" in df else None
+    blocks = df.pop("round_samples_ms").tolist() if "round_samples_ms" in df else None
     sessions = df.pop("session").tolist() if "session" in df else [None] * len(df)
     if "latency_ms_median" not in df or "threads" not in df:
         return df
@@ -282,14 +283,76 @@ def add_speedup(df: pd.DataFrame) -> pd.DataFrame:
     keras_ms = np.array([median[ref[k]] if k in ref else np.nan for k in keys])
     df["speedup_vs_keras"] = keras_ms / median
     if rounds is not None:
-        rounds = rounds.tolist()
-        df["speedup_vs_keras_paired"] = [
-            paired_ratio(rounds[ref[k]], rounds[i])
-            if k in ref and isinstance(sessions[i], str) and sessions[ref[k]] == sessions[i]
-            else np.nan
+        paired = [
+            isinstance(sessions[i], str) and k in ref and sessions[ref[k]] == sessions[i]
             for i, k in enumerate(keys)
         ]
+        df["speedup_vs_keras_paired"] = [
+            paired_ratio(rounds[ref[k]], rounds[i]) if paired[i] else np.nan
+            for i, k in enumerate(keys)
+        ]
+    if blocks is not None:
+        intervals = [latency_interval(b) for b in blocks]
+        df["latency_ms_median_ci95_low"] = [lo for lo, _ in intervals]
+        df["latency_ms_median_ci95_high"] = [hi for _, hi in intervals]
+        spread = [round_spread(r) for r in rounds] if rounds is not None else np.nan
+        df["latency_round_spread"] = spread
+    if rounds is not None:
+        ratio_intervals = [
+            paired_ratio_interval(rounds[ref[k]], rounds[i]) if paired[i] else (np.nan, np.nan)
+            for i, k in enumerate(keys)
+        ]
+        df["speedup_vs_keras_paired_ci95_low"] = [lo for lo, _ in ratio_intervals]
+        df["speedup_vs_keras_paired_ci95_high"] = [hi for _, hi in ratio_intervals]
     return df
+
+
+BOOTSTRAP = 1000  # resamples; the intervals are 95% percentile intervals
+
+
+def latency_interval(blocks: list | None, seed: int = 0) -> tuple[float, float]:
+    """95% interval of the median latency, by a block bootstrap over rounds.
+
+    Rounds are resampled, not single calls: the machine's slow and fast spells last seconds,
+    so calls within a round are not independent, and resampling calls would give intervals
+    too narrow to say whether two variants differ. Each resample draws as many rounds as were
+    timed, with replacement, and takes the median of all their calls.
+    """
+    if not isinstance(blocks, list):
+        return (np.nan, np.nan)
+    blocks = [np.asarray(b, np.float64) for b in blocks if b]
+    if len(blocks) < 2:
+        return (np.nan, np.nan)
+    width = max(len(b) for b in blocks)
+    padded = np.full((len(blocks), width), np.nan)
+    for i, block in enumerate(blocks):
+        padded[i, : len(block)] = block
+    picks = np.random.default_rng(seed).integers(0, len(blocks), (BOOTSTRAP, len(blocks)))
+    medians = np.nanmedian(padded[picks].reshape(BOOTSTRAP, -1), axis=1)
+    return float(np.percentile(medians, 2.5)), float(np.percentile(medians, 97.5))
+
+
+def paired_ratio_interval(reference: list | None, other: list | None, seed: int = 0):
+    """95% interval of `paired_ratio`: the rounds' ratios resampled with replacement."""
+    if not isinstance(reference, list) or not isinstance(other, list):
+        return (np.nan, np.nan)
+    if len(reference) != len(other):
+        return (np.nan, np.nan)
+    ratios = np.array([a / b for a, b in zip(reference, other, strict=True) if a and b])
+    if len(ratios) < 2:
+        return (np.nan, np.nan)
+    picks = np.random.default_rng(seed).integers(0, len(ratios), (BOOTSTRAP, len(ratios)))
+    medians = np.median(ratios[picks], axis=1)
+    return float(np.percentile(medians, 2.5)), float(np.percentile(medians, 97.5))
+
+
+def round_spread(medians: list | None) -> float:
+    """How much the machine's speed moved during a measurement: the slowest round's median over
+    the fastest's, minus one (0.1 = 10%)."""
+    if not isinstance(medians, list):
+        return float("nan")
+    values = [m for m in medians if m]
+    return max(values) / min(values) - 1 if len(values) >= 2 else float("nan")
 
 
 def paired_ratio(reference: list | None, other: list | None) -> float:

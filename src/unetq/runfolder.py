@@ -183,6 +183,10 @@ class RunFolder:
     def done_marker(self, model_id: str) -> Path:
         return self.model_dir(model_id) / DONE_FILE
 
+    def model_info(self, model_id: str) -> Path:
+        """How a user's own model was brought in (`unetq benchmark`): source, input range, size."""
+        return self.model_dir(model_id) / "model.json"
+
     def train_state(self, run_id: str) -> Path:
         return self.models_dir / TRAIN_STATE_DIR / run_id
 

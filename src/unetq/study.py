@@ -36,7 +36,7 @@ from unetq.evaluate import evaluate_run
 from unetq.fileio import write_csv, write_json, write_text
 from unetq.report import build_report
 from unetq.report.panel import make_panel
-from unetq.report.tables import main_table
+from unetq.report.tables import latency_columns, main_table, speedup_columns
 from unetq.robustness import robustness_run
 from unetq.runfolder import RunFolder, read_csv, read_json
 from unetq.train import train_grid
@@ -81,7 +81,8 @@ def prepare_run_dir(cfg: StudyConfig, run_dir: Path) -> None:
 
 
 def step_data(ctx: StudyContext) -> None:
-    ctx.index = open_dataset(ctx.cfg.data, progress=ctx.progress)
+    if ctx.index is None:
+        ctx.index = open_dataset(ctx.cfg.data, progress=ctx.progress)
     index = ctx.index
     if index.synthetic:
         ctx.console.print(f"[bold yellow]SYNTHETIC DATA[/]: {index.note}")
@@ -128,6 +129,12 @@ def step_compress(ctx: StudyContext) -> None:
         progress=ctx.progress,
         validation=guard_validation(val, cfg, ctx.index.num_classes, ctx.index.background_class),
     )
+    report_compress_failures(ctx, records)
+    write_csv(ctx.run.compressed_csv, compress_rows(records))
+
+
+def report_compress_failures(ctx: StudyContext, records) -> None:
+    """One line per variant that could not be made; the others went on."""
     for record in records:
         if record.error:
             ctx.console.print(
@@ -135,7 +142,6 @@ def step_compress(ctx: StudyContext) -> None:
                 highlight=False,
                 soft_wrap=True,
             )
-    write_csv(ctx.run.compressed_csv, compress_rows(records))
 
 
 def step_evaluate(ctx: StudyContext) -> None:
@@ -155,7 +161,7 @@ def step_robustness(ctx: StudyContext) -> None:
 
 
 def step_report(ctx: StudyContext) -> None:
-    if not ctx.run.panel.exists():
+    if ctx.index is not None and not ctx.run.panel.exists():  # the panel shows a test image
         make_panel(ctx.run_dir)
     build_report(ctx.run_dir)
 
@@ -173,21 +179,34 @@ STEPS: list[tuple[str, Callable[[StudyContext], None]]] = [
 
 def run_study(cfg: StudyConfig, run_dir: Path, console: Console | None = None) -> Path:
     """Run every step of the study into run_dir; return the report's path."""
+    return run_steps(cfg, run_dir, STEPS, "study", console)
+
+
+def run_steps(
+    cfg: StudyConfig,
+    run_dir: Path,
+    steps: list[tuple[str, Callable[[StudyContext], None]]],
+    what: str,
+    console: Console | None = None,
+    ctx_fields: dict | None = None,
+) -> Path:
+    """Run `steps` in order into run_dir (config.toml first), log their times, print the summary;
+    return the report's path."""
     console = console or Console()
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     prepare_run_dir(cfg, run_dir)
     started = time.perf_counter()
     with make_progress(console) as progress:
-        ctx = StudyContext(cfg=cfg, run_dir=run_dir, console=console, progress=progress)
-        overall = progress.add_task("study", total=len(STEPS))
-        for name, step in STEPS:
-            progress.update(overall, description=f"study: {name}")
+        ctx = StudyContext(cfg, run_dir, console, progress, **(ctx_fields or {}))
+        overall = progress.add_task(what, total=len(steps))
+        for name, step in steps:
+            progress.update(overall, description=f"{what}: {name}")
             step(ctx)
             progress.advance(overall)
             _log_step(run_dir, name, time.perf_counter() - started)
     print_summary(run_dir, console, synthetic=bool(ctx.index and ctx.index.synthetic))
-    console.print(f"study finished in {time.perf_counter() - started:.0f} s")
+    console.print(f"{what} finished in {time.perf_counter() - started:.0f} s")
     return RunFolder(run_dir).report
 
 
@@ -214,8 +233,7 @@ def print_summary(run_dir: Path, console: Console, synthetic: bool = False) -> N
     if not console.is_terminal:  # logs and pipes: wide enough that no column is cut
         console = Console(width=160, file=console.file)
     out = Table(title=title, title_style="bold yellow" if synthetic else "bold")
-    ms_cols = [c for c in table.columns if c.startswith("ms_")]
-    x_cols = [c for c in table.columns if c.startswith("x_keras_")]
+    ms_cols, x_cols = latency_columns(table), speedup_columns(table)
     headers = ["model", "variant", "runtime", "size MB", "fg IoU", "Dice", "agree %"]
     headers += [f"ms/img {c.removeprefix('ms_')}" for c in ms_cols]
     headers += [f"x keras {c.removeprefix('x_keras_')}" for c in x_cols] + ["model MB"]

@@ -13,9 +13,6 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import os
-import shutil
-import tempfile
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -27,7 +24,7 @@ from rich.console import Console
 
 from unetq import fileio
 from unetq.data import load_split
-from unetq.errors import ConfigError, DataError, storage_error
+from unetq.errors import ConfigError, DataError
 from unetq.memory import peak_rss_mb
 from unetq.metrics import confusion_matrix, scores
 from unetq.models import build_model, count_macs, count_params, to_input
@@ -206,26 +203,6 @@ def load_weights(path: Path, model: Any) -> None:
         return
     with np.load(path) as data:
         model.set_weights([data[f"arr_{i}"] for i in range(len(data.files))])
-
-
-def _atomic_keras_save(path: Path, save: Callable[[str], None]) -> None:
-    """Keras checks file suffixes, so save under the final name inside a temporary folder
-    beside `path`, then rename."""
-    tmp_dir = None
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp_dir = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
-        tmp = tmp_dir / path.name
-        save(str(tmp))
-        os.replace(tmp, path)
-    except Exception as exc:
-        error = storage_error(exc, path)
-        if error is None:
-            raise
-        raise error from None
-    finally:
-        if tmp_dir is not None:
-            shutil.rmtree(tmp_dir, ignore_errors=True)
 
 
 # --------------------------------------------------------------------------- bookkeeping
@@ -493,7 +470,7 @@ class _Run:
             if spec.epochs == epoch:
                 self.export(spec, state, export_model)
         state.state_file = train_state_files(epoch)[0]
-        _atomic_keras_save(self.state_dir / state.state_file, model.save)
+        fileio.atomic_save(self.state_dir / state.state_file, model.save)
         _write_state(self.state_dir, state)
 
     def export(self, spec: ModelSpec, state: _State, export_model: Any) -> None:
@@ -502,7 +479,7 @@ class _Run:
         folder, model_id = self.folder, spec.model_id
         record = self.record(spec, state)
         load_weights(self.state_dir / state.best_file, export_model)
-        _atomic_keras_save(folder.model_file(model_id), export_model.save)
+        fileio.atomic_save(folder.model_file(model_id), export_model.save)
         rows = [{k: h[k] for k in HISTORY_COLUMNS} for h in state.history[: spec.epochs]]
         fileio.write_csv(folder.history(model_id), rows, HISTORY_COLUMNS)
         done = {"record": fileio.record_dict(record), "fingerprint": self.fingerprint}

@@ -91,6 +91,8 @@ class ProbeResult:
     load_average_1m: float | None = None  # machine load when timing began
     # per round of measure_interleaved: the median of this job's block (None: no block)
     round_medians_ms: list[float | None] = field(default_factory=list)
+    # per round: the timed samples of this job's block (empty: no block in that round)
+    round_samples_ms: list[list[float]] = field(default_factory=list)
 
 
 def time_predictor(predictor: Any, images: np.ndarray, repeats: int, warmup: int) -> LatencyStats:

@@ -87,6 +87,7 @@ def bench_record(
         bench_images=n_images,
         load_average_1m=result.load_average_1m,
         round_medians_ms=result.round_medians_ms or None,
+        round_samples_ms=result.round_samples_ms or None,
         session=session,
     )
 

@@ -219,7 +219,7 @@ def measure_interleaved(
     """
     results: dict[int, ProbeResult | UnetqError] = {}
     probes: dict[int, _ServedProbe] = {}
-    round_medians: dict[int, list[float | None]] = {i: [] for i in range(len(jobs))}
+    round_samples: dict[int, list[list[float]]] = {i: [] for i in range(len(jobs))}
     with tempfile.TemporaryDirectory(prefix="unetq-probe-") as tmp:
         images_path = Path(tmp) / "images.npy"
         np.save(images_path, as_model_input(images))
@@ -242,17 +242,20 @@ def measure_interleaved(
                 for i in list(probes):
                     job, calls = jobs[i], plans[i][r]
                     if not calls:
-                        round_medians[i].append(None)
+                        round_samples[i].append([])
                         continue
                     warmup = job.warmup if r == 0 else min(job.warmup, int(job.rewarm))
                     block = attempt(i, lambda p, n=calls, w=warmup: p.time(n, w))
-                    round_medians[i].append(float(np.median(block)) if block else None)
+                    round_samples[i].append(list(block or []))
                     if on_block is not None:
                         on_block(job, r)
             for i in list(probes):
                 result = attempt(i, _ServedProbe.finish)
                 if result is not None:
-                    result.round_medians_ms = round_medians[i]
+                    result.round_samples_ms = round_samples[i]
+                    result.round_medians_ms = [
+                        float(np.median(b)) if b else None for b in round_samples[i]
+                    ]
                     results[i] = result
         finally:
             for probe in probes.values():

@@ -27,11 +27,8 @@ def _png(fig) -> bytes:
 
 
 def _label(row) -> str:
-    return (
-        row["variant"]
-        if row["runtime"] in ("keras", "litert")
-        else f"{row['variant']}@{row['runtime']}"
-    )
+    """A variant's name says its runtime (tflite-* on LiteRT, openvino-* on OpenVINO)."""
+    return str(row["variant"])
 
 
 def accuracy_vs_latency(table: pd.DataFrame, latency_col: str) -> bytes | None:
@@ -124,13 +121,18 @@ def degradation_curves(robustness: pd.DataFrame) -> bytes | None:
     """fg IoU against severity per condition; float (keras) against each quantized variant."""
     if robustness.empty:
         return None
+    clean = robustness[robustness["condition"] == "clean"]
+    robustness = robustness[robustness["condition"] != "clean"]
     conditions = list(dict.fromkeys(robustness["condition"]))
+    if not conditions:
+        return None
     ncols = min(4, len(conditions))
     nrows = int(np.ceil(len(conditions) / ncols))
     fig, axes = plt.subplots(nrows, ncols, figsize=(3.3 * ncols, 2.8 * nrows), squeeze=False)
     variants = sorted(robustness["variant"].unique(), key=_variant_key)
     for ax, condition in zip(axes.flat, conditions, strict=False):
-        sub = robustness[robustness["condition"] == condition]
+        # every curve starts at severity 0: the clean images
+        sub = pd.concat([clean, robustness[robustness["condition"] == condition]])
         for i, variant in enumerate(variants):
             curve = sub[sub["variant"] == variant].groupby("severity")["fg_iou"].mean()
             ax.plot(
@@ -156,3 +158,42 @@ def _variant_key(label: str) -> tuple[int, str]:
     base = label.split("@")[0]
     rank = variant_rank(base)
     return (rank, label)
+
+
+def overview(table: pd.DataFrame, threads: int = 1) -> bytes | None:
+    """Two heatmaps of model x variant: speed-up over keras at `threads` (paired round by round)
+    and the change of fg IoU against keras in points; the whole study at a glance."""
+    speed_col = f"x_keras_{threads}t"
+    if table.empty or speed_col not in table or table["fg_iou"].isna().all():
+        return None
+    df = table.copy()
+    df["label"] = df.apply(_label, axis=1)
+    keras = df[df["variant"] == "keras"].set_index("model")["fg_iou"]
+    df["iou_change"] = 100 * (df["fg_iou"] - df["model"].map(keras))
+    speed = df.pivot_table(index="model", columns="label", values=speed_col, aggfunc="first")
+    change = df.pivot_table(index="model", columns="label", values="iou_change", aggfunc="first")
+    models = keras.sort_values(ascending=False).index.tolist()  # the best model on top
+    labels = sorted((c for c in speed.columns if c != "keras"), key=_variant_key)
+    speed = speed.reindex(index=models, columns=labels)
+    change = change.reindex(index=models, columns=labels)
+    height = 1.2 + 0.32 * len(models)
+    fig, axes = plt.subplots(1, 2, figsize=(12, height), sharey=True)
+    panels = (
+        (speed, f"speed-up over keras, {threads} thread(s)", "viridis", "{:.1f}x", None),
+        (change, "fg IoU change against keras, points", "RdBu", "{:+.1f}", 2.0),
+    )
+    for ax, (values, title, cmap, fmt, limit) in zip(axes, panels, strict=True):
+        data = values.to_numpy(float)
+        vmin, vmax = (-limit, limit) if limit is not None else (None, None)
+        image = ax.imshow(data, aspect="auto", cmap=cmap, vmin=vmin, vmax=vmax)
+        for (r, c), value in np.ndenumerate(data):
+            if np.isfinite(value):
+                shade = image.norm(value)  # white text on the dark ends of the colour map
+                dark = shade < 0.3 or (limit is not None and shade > 0.8)
+                color = "white" if dark else "black"
+                ax.text(c, r, fmt.format(value), ha="center", va="center", fontsize=7, color=color)
+        ax.set_xticks(range(len(labels)), labels, rotation=35, ha="right", fontsize=8)
+        ax.set_yticks(range(len(models)), models, fontsize=8)
+        ax.set_title(title, fontsize=10)
+        fig.colorbar(image, ax=ax, fraction=0.03)
+    return _png(fig)

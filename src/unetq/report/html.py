@@ -17,10 +17,12 @@ from unetq.report import figures
 from unetq.report.tables import (
     factor_effects,
     guard_table,
+    latency_columns,
     load_tables,
     main_table,
     quantization_penalties,
     sensitivity_table,
+    with_intervals,
 )
 from unetq.runfolder import RunFolder, read_csv, read_json
 
@@ -51,6 +53,21 @@ th.sorted-asc::after{content:" \\25B2"}th.sorted-desc::after{content:" \\25BC"}
 img{max-width:100%;height:auto;background:#fff;border-radius:6px}
 pre{background:#fff;padding:10px;border-radius:6px;overflow-x:auto;font-size:.8rem}
 .grid{display:grid;grid-template-columns:repeat(auto-fit,minmax(320px,1fr));gap:12px}
+.scroll.tall{max-height:70vh;overflow-y:auto}
+.answer{background:#eef6ee;border:1px solid #9cc59c;border-radius:6px;padding:.4em 1em}
+details{margin:.6em 0;background:#fff;border-radius:6px;padding:.3em .8em;
+box-shadow:0 1px 2px rgba(0,0,0,.08)}
+summary{cursor:pointer;font-weight:600;padding:.3em 0}
+"""
+
+# The page records its own width, so a headless browser test can check that nothing sticks out
+# of the window (the report's promise: readable at 1280 px without scrolling sideways).
+WIDTH_SCRIPT = """
+window.addEventListener('load', function(){
+  var root = document.documentElement;
+  root.dataset.scrollWidth = root.scrollWidth;
+  root.dataset.clientWidth = root.clientWidth;
+});
 """
 
 SORT_SCRIPT = """
@@ -76,14 +93,17 @@ document.querySelectorAll('table.sortable').forEach(function(table){
 
 
 def build_report(run_dir: Path) -> Path:
-    """Rebuild runs/<study>/report/index.html from the files on disk; recomputes nothing."""
+    """Rebuild runs/<study>/report/index.html from the files on disk; recomputes nothing.
+
+    The answer first (the recommendation), then the run's context, one overview, the Pareto
+    figures and the guarded variants; every detail table is folded below them.
+    """
     run = RunFolder(run_dir)
     tables = load_tables(run.root)
     table = main_table(tables.average)
     dataset = read_json(run.dataset)
     machine = read_json(run.machine)
-    config_text = _read_text(run.config)
-    title = f"unetq study: {html.escape(run.root.name)}"
+    title = f"unetq: {html.escape(run.root.name)}"
 
     parts = [f"<h1>{title}</h1>"]
     if dataset.get("synthetic"):
@@ -91,102 +111,188 @@ def build_report(run_dir: Path) -> Path:
             '<p class="banner">SYNTHETIC DATA: these numbers come from the built-in synthetic '
             f"dataset, not real images. {html.escape(dataset.get('note', ''))}</p>"
         )
-    parts.append(_dataset_line(dataset))
     parts.append(_recommendation(run.root))
-    parts.append("<h2>Main table</h2>")
-    parts.append(
-        '<p class="note">One row per model, variant and runtime. Accuracy on the test split at '
-        "the model's input resolution; latency is the median of timed model calls after warm-up "
-        "(ms_1t: one thread, ms_Nt: N threads); x_keras_Nt is keras' time over this one's, "
-        "taken round by round as the measurements took turns, then the median of the rounds "
-        "(a slowdown of the whole machine that hits both alike cancels out of it); memory is "
-        "the peak resident set of a fresh process minus its size after imports. Click a column "
-        "to sort.</p>"
-    )
-    parts.append(_html_table(table, sortable=True))
-    parts.append(_slow_variant_note(tables.average))
-
-    parts.append("<h2>Accuracy against latency</h2><div class='grid'>")
-    for col in [c for c in table.columns if c.startswith("ms_")]:
-        parts.append(_figure(figures.accuracy_vs_latency(table, col), f"fg IoU vs {col}"))
-    parts.append("</div>")
-    parts.append("<h2>Size and memory per variant</h2>")
-    parts.append(_figure(figures.size_and_memory(table), "size and memory"))
-
-    guards = guard_table(run.root, tables.average)
-    if not guards.empty:
-        parts.append("<h2>Accuracy-guarded variants</h2>")
-        parts.append(
-            '<p class="note">tflite-int8-mixed keeps the layers most sensitive to quantization '
-            "in float (ranked by the TFLite quantization debugger's RMSE / scale) until the "
-            "validation fg IoU is within the budget of the float model's; openvino-int8-guarded "
-            "lets NNCF's accuracy control return operations to float for the same budget. "
-            "cost_ms: its median at one thread minus that of the plain int8 variant it is "
-            "compared with (versus).</p>"
-        )
-        parts.append(_html_table(guards, sortable=True))
-        best = _best_model(tables.average)
-        layers = sensitivity_table(run.root, best) if best else pd.DataFrame()
-        if not layers.empty:
-            parts.append(f"<p class='note'>Most sensitive layers of {html.escape(best)}:</p>")
-            parts.append(_html_table(layers, sortable=True))
-
-    parts.append("<h2>Effect of each factor</h2>")
-    parts.append(
-        '<p class="note">Mean paired change when one factor changes and all others stay equal '
-        "(one thread), with a 95% bootstrap interval over the pairs. Computed from the data; "
-        "an interval that straddles 0 means no clear effect.</p>"
-    )
-    parts.append(_html_table(factor_effects(tables.average), sortable=True))
-
-    parts.append("<h2>Training</h2>")
-    parts.append(_figure(figures.training_curves(run.root), "training curves"))
-    parts.append(_html_table(_trained_view(tables.trained), sortable=True))
-    parts.append("<h2>Compression check against the float model</h2>")
-    parts.append(_html_table(tables.compressed, sortable=True))
-
-    parts.append("<h2>One image, every variant</h2>")
-    panel = run.panel
-    if panel.exists():
-        parts.append(_figure(panel.read_bytes(), "single-image panel"))
-        parts.append(
-            '<p class="note">Top: input, ground truth, each variant\'s prediction. Bottom: '
-            "pixels where a variant disagrees with the keras model (red).</p>"
-        )
-    else:
-        parts.append('<p class="note">No panel yet (made by <code>unetq show</code>).</p>')
-
-    parts.append("<h2>The original study's metric beside the correct one</h2>")
-    parts.append(f"<p>{SEED_METRIC_WHY}</p>")
-    parts.append(_html_table(_seed_view(tables.average), sortable=True))
-
-    if not tables.robustness.empty:
-        parts.append("<h2>Image conditions</h2>")
-        parts.append(_figure(figures.degradation_curves(tables.robustness), "degradation"))
-        parts.append(
-            "<p class='note'>Largest quantization penalties (keras fg IoU minus the "
-            "variant's, same images and condition):</p>"
-        )
-        parts.append(_html_table(quantization_penalties(tables.robustness), sortable=True))
-    for name, cross in run.crosses():
-        parts.append(f"<h2>Cross-dataset: {html.escape(name)}</h2>")
-        parts.append(_cross_line(read_json(cross.dataset)))
-        parts.append(_html_table(main_table(read_csv(cross.average_csv)), sortable=True))
-
-    parts.append("<h2>Machine</h2>")
-    parts.append(f"<pre>{html.escape(json.dumps(machine, indent=2))}</pre>")
-    parts.append("<h2>Config as run</h2>")
-    parts.append(f"<pre>{html.escape(config_text)}</pre>")
+    parts.append(_context(run, dataset, machine, tables.average))
+    parts.append(_overview(table))
+    parts.append(_pareto(table))
+    parts.append(_guards(run, tables.average))
+    parts += _details_sections(run, tables, table, machine)
 
     page = (
         "<!doctype html><html lang='en'><head><meta charset='utf-8'>"
         "<meta name='viewport' content='width=device-width, initial-scale=1'>"
         f"<title>{title}</title><style>{STYLE}</style></head><body><main>"
         + "\n".join(p for p in parts if p)
-        + f"</main><script>{SORT_SCRIPT}</script></body></html>"
+        + f"</main><script>{SORT_SCRIPT}{WIDTH_SCRIPT}</script></body></html>"
     )
     write_text(run.report, page)
     return run.report
+
+
+def _context(run: RunFolder, dataset: dict, machine: dict, average: pd.DataFrame) -> str:
+    """What the numbers are about: the data, the user's model, the machine and its noise."""
+    lines = [_dataset_line(dataset)]
+    for model_id in run.model_ids():
+        info = read_json(run.model_info(model_id))
+        if info:
+            lo, hi = info.get("input_range", [0, 1])
+            h, w = info.get("input_hw", ["?", "?"])
+            lines.append(
+                f"<p class='note'>Model <b>{html.escape(model_id)}</b> from "
+                f"<code>{html.escape(str(info.get('source', '')))}</code>: {h}x{w} input"
+                f"{' (size fixed by unetq)' if info.get('size_fixed_by_unetq') else ''}, pixels "
+                f"in [{lo:g}, {hi:g}] ({html.escape(str(info.get('range_from', '')))}), "
+                f"{info.get('num_classes')} classes, {html.escape(str(info.get('output')))} "
+                "head.</p>"
+            )
+    lines.append(_machine_line(machine, average))
+    return "".join(lines)
+
+
+def _machine_line(machine: dict, average: pd.DataFrame) -> str:
+    if not machine:
+        return ""
+    isa = [k for k, v in machine.get("isa", {}).items() if v]
+    noise = ""
+    if "latency_round_spread" in average and average["latency_round_spread"].notna().any():
+        spread = average["latency_round_spread"].dropna()
+        noise = (
+            f" Noise during the run: one measurement's slowest round was {spread.median():.0%} "
+            f"slower than its fastest (median over measurements; up to {spread.max():.0%}); "
+            "latencies and speed-ups carry 95% intervals (bootstrap over rounds)."
+        )
+    return (
+        f"<p class='note'>Measured on {html.escape(str(machine.get('cpu_model', '?')))}, "
+        f"{machine.get('usable_cores', '?')} usable cores, ISA {html.escape(', '.join(isa))}."
+        f"{noise}</p>"
+    )
+
+
+def _overview(table: pd.DataFrame) -> str:
+    png = figures.overview(table)
+    if not png:
+        return ""
+    return "<h2>Every model and variant at a glance</h2>" + _figure(png, "overview")
+
+
+def _pareto(table: pd.DataFrame) -> str:
+    cols = latency_columns(table)
+    if not cols or table["fg_iou"].isna().all():
+        return ""
+    figs = "".join(_figure(figures.accuracy_vs_latency(table, c), f"fg IoU vs {c}") for c in cols)
+    return f"<h2>Accuracy against latency</h2><div class='grid'>{figs}</div>"
+
+
+def _guards(run: RunFolder, average: pd.DataFrame) -> str:
+    guards = guard_table(run.root, average)
+    if guards.empty:
+        return ""
+    parts = [
+        "<h2>Accuracy-guarded variants</h2>",
+        '<p class="note">tflite-int8-mixed keeps the layers most sensitive to quantization '
+        "in float (ranked by the TFLite quantization debugger's RMSE / scale) until the "
+        "validation fg IoU is within the budget of the float model's; openvino-int8-guarded "
+        "lets NNCF's accuracy control return operations to float for the same budget. "
+        "cost_ms: its median at one thread minus that of the plain int8 variant it is "
+        "compared with (versus).</p>",
+        _html_table(guards, sortable=True),
+    ]
+    best = _best_model(average)
+    layers = sensitivity_table(run.root, best) if best else pd.DataFrame()
+    if not layers.empty:
+        parts.append(
+            _details(
+                f"Most sensitive layers of {best}",
+                _html_table(layers, sortable=True),
+            )
+        )
+    return "".join(parts)
+
+
+def _details_sections(run: RunFolder, tables, table: pd.DataFrame, machine: dict) -> list[str]:
+    """Everything else, folded: open a section to read it."""
+    sections = [
+        _details(
+            f"All results ({len(table)} rows)",
+            '<p class="note">One row per model, variant and runtime. Accuracy on the test split '
+            "at the model's input resolution; latency is the median of timed model calls after "
+            "warm-up (ms_1t: one thread, ms_Nt: N threads), with its 95% interval from a "
+            "bootstrap over rounds in brackets; x_keras_Nt is keras' time over this one's, taken "
+            "round by round as the measurements took turns, then the median of the rounds (a "
+            "slowdown of the whole machine that hits both alike cancels out); memory is the peak "
+            "resident set of a fresh process minus its size after imports. Click a column to "
+            "sort.</p>"
+            + _html_table(with_intervals(table), sortable=True, tall=True)
+            + _slow_variant_note(tables.average),
+        ),
+        _details("Size and memory per variant", _figure(figures.size_and_memory(table), "size")),
+        _details(
+            "Effect of each factor",
+            '<p class="note">Mean paired change when one factor changes and all others stay '
+            "equal (one thread), with a 95% bootstrap interval over the pairs; an interval that "
+            "straddles 0 means no clear effect.</p>"
+            + _html_table(factor_effects(tables.average), sortable=True),
+        ),
+        _details(
+            "Training",
+            _figure(figures.training_curves(run.root), "training curves")
+            + _html_table(_trained_view(tables.trained), sortable=True),
+        ),
+        _details(
+            "Compression check against the float model",
+            _html_table(_compressed_view(tables.compressed), sortable=True),
+        ),
+    ]
+    if run.panel.exists():
+        sections.append(
+            _details(
+                "One image, every variant",
+                _figure(run.panel.read_bytes(), "single-image panel")
+                + '<p class="note">Top: input, ground truth, each variant\'s prediction. '
+                "Bottom: pixels where a variant disagrees with the keras model (red).</p>",
+            )
+        )
+    sections.append(
+        _details(
+            "The original study's metric beside the correct one",
+            f"<p>{SEED_METRIC_WHY}</p>" + _html_table(_seed_view(tables.average), sortable=True),
+        )
+    )
+    if not tables.robustness.empty:
+        sections.append(
+            _details(
+                "Image conditions",
+                _figure(figures.degradation_curves(tables.robustness), "degradation")
+                + "<p class='note'>Largest quantization penalties (keras fg IoU minus the "
+                "variant's, same images and condition):</p>"
+                + _html_table(quantization_penalties(tables.robustness), sortable=True),
+            )
+        )
+    for name, cross in run.crosses():
+        sections.append(
+            _details(
+                f"Cross-dataset: {name}",
+                _cross_line(read_json(cross.dataset))
+                + _html_table(main_table(read_csv(cross.average_csv)), sortable=True),
+            )
+        )
+    sections.append(_details("Machine", f"<pre>{html.escape(json.dumps(machine, indent=2))}</pre>"))
+    sections.append(_details("Config as run", f"<pre>{html.escape(_read_text(run.config))}</pre>"))
+    return sections
+
+
+def _details(summary: str, body: str) -> str:
+    return f"<details><summary>{html.escape(summary)}</summary>{body}</details>"
+
+
+def _compressed_view(compressed: pd.DataFrame) -> pd.DataFrame:
+    """The compression table without full paths (the file name says enough)."""
+    if compressed.empty:
+        return compressed
+    view = compressed.drop(columns=[c for c in ("Model", "Quantization") if c in compressed])
+    if "path" in view:
+        view["path"] = [Path(str(p)).name if isinstance(p, str) else p for p in view["path"]]
+    return view
 
 
 def _figure(png: bytes | None, alt: str) -> str:
@@ -197,7 +303,10 @@ def _figure(png: bytes | None, alt: str) -> str:
 
 
 def _fmt(value) -> tuple[str, str]:
-    """Display text and sort key of one cell."""
+    """Display text and sort key of one cell; a (value, text) pair shows text, sorts by value."""
+    if isinstance(value, tuple) and len(value) == 2:
+        key = _fmt(value[0])[1]
+        return html.escape(str(value[1])), key
     if isinstance(value, bool | np.bool_):
         return ("yes" if value else "no"), str(int(value))
     if isinstance(value, int | np.integer):
@@ -216,7 +325,7 @@ def _fmt(value) -> tuple[str, str]:
     return html.escape(str(value)), html.escape(str(value))
 
 
-def _html_table(df: pd.DataFrame, sortable: bool = False) -> str:
+def _html_table(df: pd.DataFrame, sortable: bool = False, tall: bool = False) -> str:
     if df is None or df.empty:
         return '<p class="note">No rows yet.</p>'
     cls = "sortable" if sortable else ""
@@ -229,8 +338,9 @@ def _html_table(df: pd.DataFrame, sortable: bool = False) -> str:
             kind = ' class="text"' if isinstance(value, str) else ""
             cells.append(f'<td{kind} data-v="{key}">{text}</td>')
         rows.append("<tr>" + "".join(cells) + "</tr>")
+    scroll = "scroll tall" if tall else "scroll"
     return (
-        f'<div class="scroll"><table class="{cls}"><thead><tr>{head}</tr></thead>'
+        f'<div class="{scroll}"><table class="{cls}"><thead><tr>{head}</tr></thead>'
         f"<tbody>{''.join(rows)}</tbody></table></div>"
     )
 
@@ -285,8 +395,8 @@ def _recommendation(run_dir: Path) -> str:
     if not blocks:
         return ""
     return (
-        "<h2>Recommendation (fastest within 0.5 fg IoU points of the float model)</h2>"
-        + "".join(blocks)
+        "<div class='answer'><h2>Recommendation: the fastest variant within 0.5 fg IoU points "
+        "of the float model</h2>" + "".join(blocks) + "</div>"
     )
 
 

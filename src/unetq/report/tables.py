@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -73,13 +74,22 @@ def main_table(average: pd.DataFrame) -> pd.DataFrame:
         }
     )
     keys = [tuple(k) for k in first[KEYS].itertuples(index=False)]
+
+    def at(t: int, column: str) -> list:
+        if column not in df:
+            return [np.nan] * len(keys)
+        sub = df[df["threads"] == t].set_index(KEYS)[column]
+        return [sub.get(k, np.nan) for k in keys]
+
     for t in threads:
-        sub = df[df["threads"] == t].set_index(KEYS)["latency_ms_median"]
-        table[f"ms_{t}t"] = [sub.get(k, np.nan) for k in keys]
+        table[f"ms_{t}t"] = at(t, "latency_ms_median")
+        table[f"ms_{t}t_lo"] = at(t, "latency_ms_median_ci95_low")
+        table[f"ms_{t}t_hi"] = at(t, "latency_ms_median_ci95_high")
     if "speedup_vs_keras_paired" in df:  # keras' time / this one's, paired round by round
         for t in threads:
-            sub = df[df["threads"] == t].set_index(KEYS)["speedup_vs_keras_paired"]
-            table[f"x_keras_{t}t"] = [sub.get(k, np.nan) for k in keys]
+            table[f"x_keras_{t}t"] = at(t, "speedup_vs_keras_paired")
+            table[f"x_keras_{t}t_lo"] = at(t, "speedup_vs_keras_paired_ci95_low")
+            table[f"x_keras_{t}t_hi"] = at(t, "speedup_vs_keras_paired_ci95_high")
     if "model_memory_mb" in first:
         table["model_mem_mb"] = first["model_memory_mb"]
     if "peak_rss_mb" in first:
@@ -87,6 +97,42 @@ def main_table(average: pd.DataFrame) -> pd.DataFrame:
     rank = table["variant"].map(variant_rank)
     order = table.assign(_rank=rank).sort_values(["model", "_rank", "runtime"]).index
     return table.loc[order].reset_index(drop=True)
+
+
+def latency_columns(table: pd.DataFrame) -> list[str]:
+    """`ms_<N>t`: the median latency at each measured thread count."""
+    return [c for c in table.columns if re.fullmatch(r"ms_\d+t", c)]
+
+
+def speedup_columns(table: pd.DataFrame) -> list[str]:
+    """`x_keras_<N>t`: the paired speed-up over keras at each measured thread count."""
+    return [c for c in table.columns if re.fullmatch(r"x_keras_\d+t", c)]
+
+
+def with_intervals(table: pd.DataFrame) -> pd.DataFrame:
+    """The main table for reading: each latency and speed-up as one cell `value (low-high)`,
+    a (value, text) pair that sorts by the value; accuracy and size rounded; no _lo/_hi columns."""
+    out = table.drop(columns=[c for c in table.columns if c.endswith(("_lo", "_hi"))])
+    for col in latency_columns(out) + speedup_columns(out):
+        lo, hi = table.get(f"{col}_lo"), table.get(f"{col}_hi")
+        out[col] = [
+            (v, _with_interval(v, a, b, 2))
+            for v, a, b in zip(
+                table[col],
+                lo if lo is not None else [np.nan] * len(table),
+                hi if hi is not None else [np.nan] * len(table),
+                strict=True,
+            )
+        ]
+    return out.drop(columns=[c for c in ("peak_rss_mb",) if c in out])
+
+
+def _with_interval(value, low, high, digits: int) -> str:
+    if value is None or value != value:
+        return "–"
+    if low != low or high != high:
+        return f"{value:.{digits}f}"
+    return f"{value:.{digits}f} ({low:.{digits}f}–{high:.{digits}f})"
 
 
 def pareto_front(latency: np.ndarray, accuracy: np.ndarray) -> np.ndarray:

@@ -1,0 +1,146 @@
+"""`unetq benchmark --model FILE`: a user's own trained model through every variant, no training.
+
+The run folder is the study's with one model: models/<model_id>/model.keras (the model as unetq
+runs it, see unetq.usermodel) and model.json (where it came from, its size, its pixel range),
+then compress -> evaluate -> bench -> robustness (if asked) -> report, with the same CSVs,
+resumable like a study. Without a dataset it still measures speed, size and memory; accuracy
+and the guarded variants need labelled images, and the run says so.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from rich.console import Console
+
+from unetq.compress import compress_models, compress_rows, random_images
+from unetq.config import StudyConfig
+from unetq.data import detect_format, open_dataset
+from unetq.errors import DataError, UnetqError
+from unetq.fileio import write_csv
+from unetq.records import ModelInfo
+from unetq.runfolder import RunFolder
+from unetq.study import (
+    StudyContext,
+    report_compress_failures,
+    run_steps,
+    step_bench,
+    step_compress,
+    step_data,
+    step_evaluate,
+    step_report,
+    step_robustness,
+)
+from unetq.usermodel import adopt, adopted_info, inspect_model, model_id_for
+from unetq.variants import VARIANTS, validate_variants
+
+NO_DATA = "no dataset given (--data-dir): accuracy needs labelled images; measuring speed only"
+
+
+def run_benchmark(
+    model_path: Path,
+    cfg: StudyConfig,
+    run_dir: Path,
+    data_dir: Path | None = None,
+    data_format: str | None = None,
+    input_range: str | None = None,
+    size: int | None = None,
+    console: Console | None = None,
+) -> Path:
+    """Check the model and the data against each other before anything is written, then bring
+    the model in and run the steps. `data_format` None: detected from the folder."""
+    console = console or Console()
+    variants = validate_variants(cfg.compress.variants)
+    model, info = inspect_model(model_path, input_range, size or cfg.data.image_size)
+    data = {"image_size": info.input_hw[0]}
+    if data_dir is not None:
+        data.update(data_dir=Path(data_dir), source="auto")
+        data["format"] = data_format or detect_format(Path(data_dir))
+    cfg = cfg.model_copy(
+        update={
+            "data": cfg.data.model_copy(update=data),
+            "compress": cfg.compress.model_copy(update={"variants": variants}),
+        }
+    )
+    has_data = data_dir is not None
+    index = open_dataset(cfg.data) if has_data else None
+    if index is not None:
+        check_classes(index, info)
+    model_id = model_id_for(model_path)
+    run = RunFolder(run_dir)
+    known = adopted_info(run.model_info(model_id))
+    if known is not None and known.source_sha256 != info.source_sha256:
+        raise UnetqError(
+            f"{run.root} holds another model named {model_id} (from {known.source}); "
+            "use another --out"
+        )
+    others = [m for m in run.model_ids() if m != model_id]
+    if others:
+        raise UnetqError(f"{run.root} holds other models ({', '.join(others)}); use another --out")
+
+    def step_model(ctx: StudyContext) -> None:
+        if known is None or not run.model_file(model_id).exists():
+            adopt(model, info, run.model_file(model_id), run.model_info(model_id))
+        ctx.console.print(_model_line(model_id, info), highlight=False, soft_wrap=True)
+
+    steps = [("model", step_model)]
+    if has_data:
+        steps += [("data", step_data), ("compress", step_compress), ("evaluate", step_evaluate)]
+    else:
+        console.print(f"[yellow]{NO_DATA}[/]", highlight=False)
+        steps += [("compress", step_compress_without_data)]
+    steps += [("bench", step_bench)]
+    if has_data:
+        steps += [("robustness", step_robustness)]
+    steps += [("report", step_report)]
+    return run_steps(cfg, run_dir, steps, "benchmark", console, {"index": index})
+
+
+def check_classes(index, info: ModelInfo) -> None:
+    """The dataset's classes must be the model's."""
+    if index.num_classes != info.num_classes:
+        raise DataError(
+            f"{index.root} has {index.num_classes} classes ({', '.join(index.class_names)}) but "
+            f"the model predicts {info.num_classes}: give a dataset with the model's classes"
+        )
+
+
+def step_compress_without_data(ctx: StudyContext) -> None:
+    """Every variant that needs no labelled images, calibrated on seeded noise (flagged)."""
+    cfg = ctx.cfg.compress
+    variants = [v for v in cfg.variants if not VARIANTS[v].guarded]
+    skipped = [v for v in cfg.variants if VARIANTS[v].guarded]
+    if skipped:
+        ctx.console.print(
+            f"[yellow]not made without a dataset:[/] {', '.join(skipped)} (they keep the "
+            "accuracy of validation images)",
+            highlight=False,
+        )
+    ctx.console.print(
+        "[yellow]int8 calibrated on random images:[/] not representative; pass --data-dir",
+        highlight=False,
+    )
+    size = ctx.cfg.data.image_size
+    calibration, verify = random_images((size, size), cfg)
+    records = compress_models(
+        [ctx.run.model_file(m) for m in ctx.run.model_ids()],
+        variants,
+        calibration=calibration,
+        verify=verify,
+        cfg=cfg,
+        progress=ctx.progress,
+    )
+    report_compress_failures(ctx, records)
+    write_csv(ctx.run.compressed_csv, compress_rows(records))
+
+
+def _model_line(model_id: str, info: ModelInfo) -> str:
+    h, w = info.input_hw
+    size = f"{h}x{w}" + (
+        " (fixed by unetq: the model's was not)" if info.size_fixed_by_unetq else ""
+    )
+    lo, hi = info.input_range
+    return (
+        f"model {model_id}: {info.num_classes} classes ({info.output}), input {size}, pixels "
+        f"in [{lo:g}, {hi:g}] from {info.range_from}"
+    )
