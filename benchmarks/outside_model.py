@@ -26,6 +26,9 @@ def mobilenet_unet(size: int, classes: int = 3, alpha: float = 0.35):
     base = keras.applications.MobileNetV2(
         input_shape=(size, size, 3), include_top=False, weights=None, alpha=alpha
     )
+    for layer in base.layers:  # Keras' 0.999 leaves inference statistics behind in few steps
+        if isinstance(layer, keras.layers.BatchNormalization):
+            layer.momentum = 0.9
     skips = [base.get_layer(n).output for n in ("block_1_expand_relu", "block_3_expand_relu")]
     x = base.get_layer("block_6_expand_relu").output  # 1/8
     for skip, width in zip(reversed(skips), (32, 16), strict=True):
@@ -53,7 +56,7 @@ def main() -> None:
     p.add_argument("--data-dir", type=Path, required=True)
     p.add_argument("--format", default="pets", choices=["pets", "folder"])
     p.add_argument("--size", type=int, default=128)
-    p.add_argument("--epochs", type=int, default=6)
+    p.add_argument("--epochs", type=int, default=10)
     p.add_argument("--out", type=Path, default=Path("runs/mobilenet"))
     args = p.parse_args()
     import keras
