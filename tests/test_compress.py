@@ -57,7 +57,7 @@ def no_artifacts(folder: Path) -> bool:
     if not folder.exists():
         return True
     names = [p.name for p in folder.iterdir()]
-    return not [n for n in names if n.endswith((".tflite", ".part"))]
+    return not [n for n in names if n.endswith(".tflite") or ".part." in n]
 
 
 def one_line(exc: pytest.ExceptionInfo, *parts: str) -> None:

@@ -6,7 +6,6 @@ import csv
 import dataclasses
 import json
 import os
-import shutil
 import tempfile
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
@@ -18,22 +17,24 @@ from unetq.errors import storage_error
 
 @contextmanager
 def atomic_path(path: Path | str) -> Iterator[Path]:
-    """Yield a temporary path beside `path`; rename it onto `path` only on success.
+    """Yield a temporary path beside `path`, ending in `path`'s own name (so libraries that
+    check suffixes, like Keras, accept it); rename it onto `path` only on success.
 
-    A write the disk refuses (full, read-only, no permission) becomes a one-line StorageError
-    naming `path`; the temporary file is removed either way.
+    A write the disk refuses (full, read-only, no permission), also when a library wraps the
+    OSError, becomes a one-line StorageError naming `path`; the temporary file is removed
+    either way.
     """
     path = Path(path)
     tmp_path = None
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
+        fd, tmp = tempfile.mkstemp(prefix=".", suffix=f".part.{path.name}", dir=path.parent)
         os.close(fd)
         tmp_path = Path(tmp)
         os.chmod(tmp_path, 0o644)  # mkstemp makes files owner-only; results are for all to read
         yield tmp_path
         os.replace(tmp_path, path)
-    except OSError as exc:
+    except Exception as exc:
         error = storage_error(exc, path)
         if error is None:
             raise
@@ -44,24 +45,9 @@ def atomic_path(path: Path | str) -> Iterator[Path]:
 
 
 def atomic_save(path: Path | str, save: Callable[[str], None]) -> None:
-    """`save(name)` into a temporary folder beside `path`, under the final file name (Keras
-    checks suffixes), then renamed onto `path`; a refused write is a StorageError."""
-    path = Path(path)
-    tmp_dir = None
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp_dir = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
-        tmp = tmp_dir / path.name
+    """`save(file_name)` (e.g. a Keras model's `save`) written atomically onto `path`."""
+    with atomic_path(path) as tmp:
         save(str(tmp))
-        os.replace(tmp, path)
-    except Exception as exc:
-        error = storage_error(exc, path)
-        if error is None:
-            raise
-        raise error from None
-    finally:
-        if tmp_dir is not None:
-            shutil.rmtree(tmp_dir, ignore_errors=True)
 
 
 def write_bytes(path: Path | str, data: bytes) -> None:
