@@ -142,19 +142,20 @@ def fake_run(tmp_path, monkeypatch):
     arrays = split_arrays(masks)
     calls = []
 
-    def load_predictor(runtime, artifact, threads=1, precision=None):
+    def load_segmenter(runtime, artifact, threads=1, tile_overlap=None):
+        assert tile_overlap is None  # resize mode
         calls.append((Path(artifact).parent.name, Path(artifact).stem, runtime))
         maps = masks.copy()
         if runtime == "litert":
             maps[:, 0, :] = 1  # the compressed model misses the first row
         return MapPredictor(maps, runtime=runtime)
 
-    def load_split(index, split, size, progress=None):
-        assert (split, size) == ("test", S)
+    def load_whole(index, split, data, progress=None):
+        assert (split, data.image_size, data.mode) == ("test", S, "resize")
         return arrays
 
-    monkeypatch.setattr("unetq.evaluate.load_predictor", load_predictor)
-    monkeypatch.setattr("unetq.evaluate.load_split", load_split)
+    monkeypatch.setattr("unetq.evaluate.load_segmenter", load_segmenter)
+    monkeypatch.setattr("unetq.evaluate.load_whole", load_whole)
     run_dir = tmp_path / "run"
     for model_id in ["xception-f32-bn-e50", "classic-f16-nobn-e5"]:
         d = run_dir / "models" / model_id

@@ -164,13 +164,13 @@ def test_evaluate_cross_writes_results_report_and_resumes(tiny, other, tmp_path,
     # rerun: every part is finished, nothing is loaded; a lost part is redone alone
     stamps = {p: p.stat().st_mtime_ns for p in (out / ".eval").rglob("*.csv")}
     calls = []
-    real = unetq.runtimes.load_predictor
+    real = unetq.runtimes.load_segmenter
 
     def counting(runtime, artifact, *args, **kwargs):
         calls.append((artifact.parent.name, artifact.stem, runtime))
         return real(runtime, artifact, *args, **kwargs)
 
-    monkeypatch.setattr("unetq.evaluate.load_predictor", counting)
+    monkeypatch.setattr("unetq.evaluate.load_segmenter", counting)
     evaluate_cross(run_dir, index, "shapes", cfg)
     assert calls == [] and stamps == {p: p.stat().st_mtime_ns for p in stamps}
     lost = out / ".eval" / COMPRESSED / "tflite-int8.csv"

@@ -60,3 +60,24 @@ def test_factor_effects_are_paired_differences():
     var = effects[(effects["factor"] == "variant") & (effects["metric"] == "fg IoU")]
     assert var["change"].item() == "keras -> tflite-int8"
     assert var["mean_change"].item() == pytest.approx(-0.01)
+
+
+def test_int8_losses_name_plain_int8_beyond_the_budget_and_what_the_guard_keeps():
+    from unetq.report.tables import int8_losses
+
+    fg = {
+        "keras": 0.500,
+        "tflite-int8": 0.490,  # 1.0 point
+        "tflite-int8-mixed": 0.496,  # 0.4
+        "openvino-int8": 0.497,  # 0.3: within the budget
+        "openvino-int8-guarded": 0.498,
+    }
+    average = pd.DataFrame(
+        {"model_id": "m", "variant": list(fg), "runtime": "r", "fg_iou": list(fg.values())}
+    )
+    (loss,) = int8_losses(average, "m", budget_points=0.5)
+    assert loss["plain"] == "tflite-int8" and loss["guarded"] == "tflite-int8-mixed"
+    assert loss["drop"] == pytest.approx(1.0) and loss["guarded_drop"] == pytest.approx(0.4)
+    assert int8_losses(average, "m", budget_points=1.5) == []
+    no_guard = average[average["variant"] != "tflite-int8-mixed"]
+    assert np.isnan(int8_losses(no_guard, "m", 0.5)[0]["guarded_drop"])

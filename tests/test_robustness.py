@@ -40,13 +40,13 @@ def finished(tmp_path_factory):
 def loads(monkeypatch):
     """Counts predictor loads as (model_id, variant file stem)."""
     calls = []
-    real = unetq.runtimes.load_predictor
+    real = unetq.runtimes.load_segmenter
 
     def counting(runtime, artifact, *args, **kwargs):
         calls.append((artifact.parent.name, artifact.stem))
         return real(runtime, artifact, *args, **kwargs)
 
-    monkeypatch.setattr("unetq.robustness.load_predictor", counting)
+    monkeypatch.setattr("unetq.robustness.load_segmenter", counting)
     return calls
 
 

@@ -184,7 +184,9 @@ def models_cmd(
 @app.command("train")
 def train_cmd(
     out: Annotated[Path, typer.Option("--out", help="Run folder (models/ and CSVs go here).")],
-    preset: Annotated[str, typer.Option(help="Preset: quick, seed or smoke.")] = "quick",
+    preset: Annotated[
+        str, typer.Option(help="Preset: quick, seed, smoke, nuclei or membrane.")
+    ] = "quick",
     config: Annotated[Path | None, typer.Option(help="A TOML config over the preset.")] = None,
     set_: SetOpt = None,
     data_dir: DataDirOpt = None,
@@ -415,7 +417,9 @@ def bench(
 # --- study, report, show, predict commands ---
 @app.command()
 def study(
-    preset: Annotated[str, typer.Option(help="Preset: quick, seed or smoke.")] = "quick",
+    preset: Annotated[
+        str, typer.Option(help="Preset: quick, seed, smoke, nuclei or membrane.")
+    ] = "quick",
     config: Annotated[Path | None, typer.Option(help="A TOML config over the preset.")] = None,
     data_dir: DataDirOpt = None,
     fmt: Annotated[str | None, typer.Option("--format", help="pets or folder.")] = None,
@@ -579,14 +583,26 @@ def predict(
     ] = None,
     threads: Annotated[int, typer.Option(help="Inference threads.")] = 1,
     background: Annotated[int, typer.Option(help="Background class (not overlaid).")] = 0,
+    tile_overlap: Annotated[
+        int | None,
+        typer.Option(
+            help="Segment each image at its own size by overlapping tiles of the model's input "
+            "(pixels of overlap). Default: the study's own setting for a model of a tile-mode "
+            "run folder, else resize to the model's input."
+        ),
+    ] = None,
 ) -> None:
     """Segment your own images; writes mask PNGs at each image's size and overlays."""
     from rich.progress import Progress
 
-    from unetq.predict import predict_images
+    from unetq.predict import predict_images, run_tile_overlap
 
+    if tile_overlap is None:
+        tile_overlap = run_tile_overlap(model)
     with Progress(console=console, transient=True) as progress:
-        result = predict_images(model, images, out, runtime, threads, background, progress)
+        result = predict_images(
+            model, images, out, runtime, threads, background, progress, tile_overlap
+        )
     for path, reason in result.skipped:
         console.print(f"[yellow]skipped[/] {path}: {reason}")
     if result.ms_per_image:
@@ -595,7 +611,8 @@ def predict(
         ms = statistics.median(result.ms_per_image)
         console.print(
             f"{len(result.written)} images segmented into {out}; "
-            f"median {ms:.1f} ms per image (model call, {threads} thread(s))"
+            f"median {ms:.1f} ms per image ({'tiles' if tile_overlap is not None else 'resize'}"
+            f" and model calls, {threads} thread(s))"
         )
     if not result.written:
         raise UnetqError(f"no readable images in {images}")

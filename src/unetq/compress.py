@@ -31,7 +31,7 @@ from pydantic import ValidationError
 from unetq.config import CompressConfig, DataConfig
 from unetq.convert import ConvertInputs, Validation
 from unetq.convert.tflite import check_builtin_only, conversion_error
-from unetq.data import load_split, open_dataset
+from unetq.data import load_inputs, open_dataset
 from unetq.errors import ConfigError, ModelError, UnetqError
 from unetq.export import export_saved_model
 from unetq.fileio import record_dict, write_bytes, write_csv, write_json
@@ -480,9 +480,10 @@ def dataset_images(hw: tuple[int, int], cfg: CompressConfig, data: DataConfig, p
     h, w = hw
     if h != w:
         raise UnetqError(f"dataset images are square; the model takes {h}x{w} (use no --data-dir)")
-    index = open_dataset(data.model_copy(update={"image_size": h}), progress=progress)
-    train = load_split(index, "train", h, progress=progress)
-    val = load_split(index, "val", h, progress=progress)
+    data = data.model_copy(update={"image_size": h})
+    index = open_dataset(data, progress=progress)
+    train = load_inputs(index, "train", data, progress=progress)
+    val = load_inputs(index, "val", data, progress=progress)
     if not len(train.images):
         raise UnetqError(f"dataset {index.root} has no training images for calibration")
     cal, ver = compression_images(train.images, val.images, cfg)

@@ -7,9 +7,12 @@ from importlib import resources
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from unetq.errors import ConfigError
+from unetq.losses import LOSSES
+
+Loss = Literal[LOSSES]  # type: ignore[valid-type]
 
 
 class _Strict(BaseModel):
@@ -22,7 +25,12 @@ class DataConfig(_Strict):
     source: Literal["auto", "synthetic"] = "auto"
     format: Literal["pets", "folder"] = "pets"
     data_dir: Path | None = None
+    # resize: every image squeezed to image_size x image_size (the study's way, pets' default).
+    # tile: models of input image_size x image_size train on random crops of the full-size
+    # images and segment whole images by overlapping tiles, scored at native resolution.
+    mode: Literal["resize", "tile"] = "resize"
     image_size: int = Field(160, ge=16, le=1024)
+    tile_overlap: int = Field(32, ge=0)  # pixels shared by neighbouring tiles (tile mode)
     split: Literal["seed", "official"] = "seed"
     split_seed: int = 42
     limit: int | None = Field(None, ge=3)
@@ -30,6 +38,15 @@ class DataConfig(_Strict):
     mask_values: dict[int, int] | None = None
     background_class: int | None = None
     synthetic_count: int = Field(96, ge=6)
+
+    @model_validator(mode="after")
+    def _overlap_below_tile(self) -> DataConfig:
+        if self.mode == "tile" and self.tile_overlap >= self.image_size:
+            raise ValueError(
+                f"tile_overlap {self.tile_overlap} must be smaller than the tile "
+                f"(image_size {self.image_size})"
+            )
+        return self
 
 
 class TrainConfig(_Strict):
@@ -45,7 +62,10 @@ class TrainConfig(_Strict):
     # cosine: decay to lr_final_fraction * learning_rate over the run's longest horizon
     lr_schedule: Literal["constant", "cosine"] = "constant"
     lr_final_fraction: float = Field(0.05, ge=0, le=1)
-    loss: Literal["sparse_categorical_crossentropy"] = "sparse_categorical_crossentropy"
+    loss: Loss = "sparse_categorical_crossentropy"  # see unetq.losses
+    class_weights: list[float] | None = None  # one per class; None = all 1
+    focal_gamma: float = Field(2.0, ge=0)
+    tiles_per_image: int = Field(4, ge=1)  # tile mode: random crops of each image per epoch
     bn_momentum: float = Field(0.99, gt=0, lt=1)
     augment: bool = False
     seed: int = 42
@@ -121,7 +141,12 @@ class StudyConfig(_Strict):
     robustness: RobustnessConfig = RobustnessConfig()
 
 
-PRESETS = ("seed", "quick", "smoke")
+def tile_overlap(data: DataConfig) -> int | None:
+    """The tile overlap in tile mode, None in resize mode (runtimes.load_segmenter's argument)."""
+    return data.tile_overlap if data.mode == "tile" else None
+
+
+PRESETS = ("seed", "quick", "smoke", "nuclei", "membrane")
 
 
 def load_preset(name: str) -> dict[str, Any]:

@@ -20,8 +20,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from unetq.config import DataConfig, StudyConfig
-from unetq.data import ALL_SPLIT, detect_format, load_split, open_dataset
+from unetq.config import DataConfig, StudyConfig, tile_overlap
+from unetq.data import ALL_SPLIT, detect_format, load_whole, open_dataset
 from unetq.errors import ConfigError, DataError, ModelError
 from unetq.fileio import atomic_path, write_csv, write_json
 from unetq.metrics import agreement as pixel_agreement
@@ -45,7 +45,7 @@ from unetq.runfolder import (
     stamp_path,
     variant_runs,
 )
-from unetq.runtimes import load_predictor, usable_cores
+from unetq.runtimes import load_segmenter, usable_cores
 
 CROSS_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]*$")
 PREDICT_CHUNK = 8  # images per predict() call: small enough for a smooth progress bar
@@ -83,14 +83,14 @@ def evaluate_predictor(
     results: list[ImageResult] = []
     for start in range(0, n, PREDICT_CHUNK):
         stop = min(start + PREDICT_CHUNK, n)
-        classes = np.asarray(predictor.predict(arrays.images[start:stop]))
-        if classes.shape != arrays.masks[start:stop].shape:
-            raise ModelError(
-                f"{model_id} {variant} ({runtime}) returned class maps of shape "
-                f"{classes.shape}, expected {arrays.masks[start:stop].shape}"
-            )
+        classes = predictor.predict(arrays.images[start:stop])
         for offset, pred in enumerate(classes):
             i = start + offset
+            if pred.shape != arrays.masks[i].shape:
+                raise ModelError(
+                    f"{model_id} {variant} ({runtime}) returned a class map of shape "
+                    f"{pred.shape}, expected {arrays.masks[i].shape}"
+                )
             name = arrays.names[i]
             if predictions_out is not None:
                 predictions_out[name] = pred
@@ -156,8 +156,8 @@ def _score_image(
 
 
 def _check_compatible(predictor, arrays, model_id, variant, num_classes) -> None:
-    size = tuple(arrays.images.shape[1:3])
     hw = getattr(predictor, "input_hw", None)
+    size = tuple(arrays.images[0].shape[:2]) if len(arrays.names) else hw
     if hw is not None and tuple(hw) != size:
         raise ModelError(
             f"{model_id} {variant} expects {hw[0]}x{hw[1]} images but the split holds "
@@ -187,9 +187,11 @@ def _write_part(part: Path, results: list[ImageResult], artifact: Path) -> None:
 
 
 def _save_reference(path: Path, maps: dict[str, np.ndarray]) -> None:
+    """Class maps by image name (one array each: in tile mode their sizes differ)."""
     names = list(maps)
+    arrays = {f"map_{i}": maps[n] for i, n in enumerate(names)}
     with atomic_path(path) as tmp, tmp.open("wb") as fh:
-        np.savez_compressed(fh, names=np.array(names), maps=np.stack([maps[n] for n in names]))
+        np.savez_compressed(fh, names=np.array(names), **arrays)
 
 
 def _load_reference(path: Path) -> dict[str, np.ndarray] | None:
@@ -197,7 +199,8 @@ def _load_reference(path: Path) -> dict[str, np.ndarray] | None:
         return None
     try:
         with np.load(path) as data:
-            return dict(zip((str(n) for n in data["names"]), data["maps"], strict=True))
+            names = [str(n) for n in data["names"]]
+            return {n: data[f"map_{i}"] for i, n in enumerate(names)}
     except (OSError, ValueError, KeyError):
         return None
 
@@ -205,8 +208,8 @@ def _load_reference(path: Path) -> dict[str, np.ndarray] | None:
 # --- the whole run -----------------------------------------------------------------------------
 
 
-def _load_split(index, split: str, size: int, progress):
-    arrays = load_split(index, split, size, progress=progress)
+def _load_split(index, split: str, data: DataConfig, progress):
+    arrays = load_whole(index, split, data, progress=progress)
     if len(arrays.names) == 0:
         raise DataError(f"split '{split}' of {getattr(index, 'root', 'the dataset')} is empty")
     return arrays
@@ -247,7 +250,7 @@ def evaluate_parts(
         reference: dict[str, np.ndarray] | None = None
         for vr in runs:
             if arrays is None:  # read once, and only when some model has a variant
-                arrays = _load_split(index, split, cfg.data.image_size, progress)
+                arrays = _load_split(index, split, cfg.data, progress)
             limit = cfg.evaluate.max_images or len(arrays.names)
             if vr.slow:
                 limit = min(limit, cfg.evaluate.slow_variant_max_images)
@@ -261,7 +264,9 @@ def evaluate_parts(
                     continue  # finished (the keras part also needs its stored class maps)
             if has_keras and not is_reference and reference is None:
                 reference = _load_reference(ref_path)
-            predictor = load_predictor(vr.runtime, vr.artifact, threads=usable_cores())
+            predictor = load_segmenter(
+                vr.runtime, vr.artifact, usable_cores(), tile_overlap(cfg.data)
+            )
             produced: dict[str, np.ndarray] | None = {} if is_reference else None
             results = evaluate_predictor(
                 predictor,

@@ -9,11 +9,13 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from unetq.config import tile_overlap
 from unetq.data import read_image
 from unetq.errors import UnetqError
 from unetq.fileio import atomic_path
 from unetq.models import to_input
-from unetq.runtimes import load_predictor
+from unetq.runfolder import run_of_artifact
+from unetq.runtimes import TiledPredictor, load_predictor
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".gif", ".bmp", ".tif", ".tiff", ".webp", ".ppm"}
 OVERLAY_COLORS = np.array(
@@ -34,6 +36,14 @@ def default_runtime(model: Path) -> str:
     return {".keras": "keras", ".h5": "keras", ".xml": "openvino"}.get(model.suffix, "litert")
 
 
+def run_tile_overlap(model: Path) -> int | None:
+    """The tile overlap of the tile-mode study `model` belongs to; None otherwise."""
+    run = run_of_artifact(model)
+    if run is None:
+        return None
+    return tile_overlap(run.load_config().data)
+
+
 def list_images(source: Path) -> list[Path]:
     if source.is_file():
         return [source]
@@ -50,13 +60,17 @@ def predict_images(
     threads: int = 1,
     background_class: int = 0,
     progress=None,
+    tile_overlap: int | None = None,
 ) -> PredictResult:
-    """Write <stem>_mask.png (class ids) and <stem>_overlay.png for every readable image."""
+    """Write <stem>_mask.png (class ids) and <stem>_overlay.png for every readable image.
+
+    Each image is resized to the model's input and its class map back to the image's size, or,
+    with `tile_overlap` (tile mode), segmented at its own size by overlapping tiles."""
     if not model.exists():
         raise UnetqError(f"model file not found: {model}")
     files = list_images(source)
     predictor = load_predictor(runtime or default_runtime(model), model, threads=threads)
-    height, width = predictor.input_hw
+    tiled = TiledPredictor(predictor, tile_overlap) if tile_overlap is not None else None
     out_dir.mkdir(parents=True, exist_ok=True)
     result = PredictResult()
     task = progress.add_task("predict", total=len(files)) if progress else None
@@ -70,21 +84,28 @@ def predict_images(
             if progress:
                 progress.advance(task)
             continue
-        resized = np.asarray(Image.fromarray(image).resize((width, height), Image.BILINEAR))
-        x = to_input(resized[None])
         start = time.perf_counter_ns()
-        probs = predictor.run(x)
+        if tiled is not None:
+            mask = tiled.predict([image])[0]
+        else:
+            mask = _resized_prediction(predictor, image)
         result.ms_per_image.append((time.perf_counter_ns() - start) / 1e6)
-        classes = np.argmax(probs[0], axis=-1).astype(np.uint8)
-        mask = np.asarray(
-            Image.fromarray(classes).resize((image.shape[1], image.shape[0]), Image.NEAREST)
-        )
         _save_png(out_dir / f"{path.stem}_mask.png", mask)
         _save_png(out_dir / f"{path.stem}_overlay.png", overlay(image, mask, background_class))
         result.written.append(str(path))
         if progress:
             progress.advance(task)
     return result
+
+
+def _resized_prediction(predictor, image: np.ndarray) -> np.ndarray:
+    """The class map of `image` resized to the model's input, resized back to its own size."""
+    height, width = predictor.input_hw
+    resized = np.asarray(Image.fromarray(image).resize((width, height), Image.BILINEAR))
+    classes = np.argmax(predictor.run(to_input(resized[None]))[0], axis=-1).astype(np.uint8)
+    return np.asarray(
+        Image.fromarray(classes).resize((image.shape[1], image.shape[0]), Image.NEAREST)
+    )
 
 
 def overlay(image: np.ndarray, mask: np.ndarray, background_class: int) -> np.ndarray:

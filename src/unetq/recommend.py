@@ -15,7 +15,7 @@ from pathlib import Path
 import pandas as pd
 
 from unetq.errors import UnetqError
-from unetq.runfolder import RunFolder, read_csv
+from unetq.runfolder import RunFolder, read_csv, read_json
 
 DEFAULT_MAX_IOU_DROP = 0.5  # points of foreground IoU
 
@@ -77,6 +77,8 @@ class Recommendation:
     # within budget and as fast as the chosen one within the noise (their latency intervals
     # overlap); the choice among them went to the smallest accuracy loss, then size
     tied: list[Candidate] = field(default_factory=list)
+    # tile mode: latencies are per tile, and a whole test image takes this many tiles
+    tiles_per_image: float | None = None
 
 
 def recommend(
@@ -91,7 +93,11 @@ def recommend(
     if "fg_iou" not in average:
         average = average.assign(fg_iou=float("nan"))
     models = _models(average, model_id, every_model, run)
-    return [_recommend_one(run, average, m, budgets) for m in models]
+    tiles = read_json(run.dataset).get("tiles_per_image")
+    recs = [_recommend_one(run, average, m, budgets) for m in models]
+    for rec in recs:
+        rec.tiles_per_image = tiles
+    return recs
 
 
 def _models(average: pd.DataFrame, model_id: str | None, every: bool, run: RunFolder) -> list:
@@ -202,14 +208,16 @@ def summary_lines(rec: Recommendation) -> list[str]:
     k, budgets = rec.keras, rec.budgets
     measured = not math.isnan(k.fg_iou)
     accuracy = f"keras fg IoU {k.fg_iou:.3f}" if measured else "accuracy not measured (no dataset)"
-    head = f"{rec.model_id}: {accuracy}, {k.latency_ms:.2f} ms per image"
+    unit = "per image" if rec.tiles_per_image is None else "per tile"
+    head = f"{rec.model_id}: {accuracy}, {k.latency_ms:.2f} ms {unit}"
     if rec.chosen is None:
         return [head, f"no variant is faster than keras within the budgets ({budgets.describe()})"]
     c = rec.chosen
     cost = f"fg IoU {c.fg_iou:.3f} ({-c.iou_drop:+.2f} points)" if measured else "accuracy unknown"
     lines = [
         head,
-        f"ship {c.variant} on {c.runtime} ({c.precision}): {_ms(c)} per image at "
+        f"ship {c.variant} on {c.runtime} ({c.precision}): {_ms(c)} {unit}"
+        f"{_whole_image(c, rec.tiles_per_image)} at "
         f"{budgets.threads} thread(s), {_x(c)} keras; {c.size_mb:.2f} MB "
         f"({c.size_ratio:.2f}x keras); {c.memory_mb:.0f} MB memory (keras {k.memory_mb:.0f}); "
         f"{cost}",
@@ -224,6 +232,12 @@ def summary_lines(rec: Recommendation) -> list[str]:
         f"budgets: {budgets.describe()}" + ("" if measured else " (accuracy budget not applied)")
     )
     return lines
+
+
+def _whole_image(c: Candidate, tiles: float | None) -> str:
+    if tiles is None:
+        return ""
+    return f" ({c.latency_ms * tiles:.1f} ms per whole test image of {tiles:.1f} tiles on average)"
 
 
 def _x(c: Candidate) -> str:

@@ -229,6 +229,7 @@ def write_average_results(run_dir: Path) -> Path:
         df = bench.merge(acc, on=KEYS, how="outer")
     df = _fill_sizes(df, run)
     df = add_speedup(df)
+    df = add_image_latency(df, read_json(run.dataset).get("tiles_per_image"))
     df = sort_rows(df)
     df = with_study_columns(df.reset_index(drop=True), read_csv(run.trained_csv))
     df = _with_study_measures(df)
@@ -247,6 +248,18 @@ def write_accuracy_average(run: RunFolder, out: RunFolder, dataset: str) -> Path
     with atomic_path(out.average_csv) as tmp:
         df.to_csv(tmp, index=False)
     return out.average_csv
+
+
+def add_image_latency(df: pd.DataFrame, tiles_per_image: float | None) -> pd.DataFrame:
+    """Tile mode: a whole image takes `tiles_per_image` timed tile calls on average, so its
+    latency is the tile's median (and interval) times that; the stitching is not timed."""
+    if tiles_per_image is None or "latency_ms_median" not in df:
+        return df
+    df["tiles_per_image"] = tiles_per_image
+    for col in ("latency_ms_median", "latency_ms_median_ci95_low", "latency_ms_median_ci95_high"):
+        if col in df:
+            df[col.replace("latency_ms_median", "latency_ms_per_image")] = df[col] * tiles_per_image
+    return df
 
 
 def _fill_sizes(df: pd.DataFrame, run: RunFolder) -> pd.DataFrame:

@@ -17,15 +17,15 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
-from unetq.config import StudyConfig
-from unetq.data import load_split, read_image
+from unetq.config import StudyConfig, tile_overlap
+from unetq.data import load_whole, read_image
 from unetq.data.conditions import apply_condition, check_conditions
 from unetq.errors import ConfigError, DataError, ModelError
 from unetq.fileio import write_csv
 from unetq.metrics import agreement, confusion_matrix, scores
 from unetq.records import ModelId
 from unetq.runfolder import RunFolder, artifact_digest, read_csv, say_reused
-from unetq.runtimes import load_predictor, usable_cores
+from unetq.runtimes import load_segmenter, usable_cores
 from unetq.variants import VARIANTS
 
 METRICS = ("fg_iou", "fg_dice", "miou")
@@ -97,7 +97,8 @@ def robustness_run(run_dir: Path, index, cfg: StudyConfig, progress=None) -> Pat
         )
     digests = {key: artifact_digest(path) for key, path in artifacts.items()}
     split = cfg.evaluate.split
-    test = load_split(index, split, cfg.data.image_size, progress=progress)
+    test = load_whole(index, split, cfg.data, progress=progress)
+    tiled = cfg.data.mode == "tile"
     n = min(len(test.names), rcfg.max_images or len(test.names))
     if n == 0:
         raise DataError(f"split '{split}' of {index.root} is empty: no images for robustness")
@@ -123,15 +124,12 @@ def robustness_run(run_dir: Path, index, cfg: StudyConfig, progress=None) -> Pat
             else:
                 if originals is None:  # decoded only when some corrupted part is missing
                     originals = [read_image(index.pair(name).image) for name in names]
-                images = np.stack(
-                    [
-                        resize_image(
-                            apply_condition(img, condition, severity, rcfg.seed, name),
-                            cfg.data.image_size,
-                        )
-                        for img, name in zip(originals, names, strict=True)
-                    ]
-                )
+                images = [
+                    apply_condition(img, condition, severity, rcfg.seed, name)
+                    for img, name in zip(originals, names, strict=True)
+                ]
+                if not tiled:
+                    images = np.stack([resize_image(i, cfg.data.image_size) for i in images])
             rows = []
             for model_id in models:
                 reference = None
@@ -139,10 +137,11 @@ def robustness_run(run_dir: Path, index, cfg: StudyConfig, progress=None) -> Pat
                     if (model_id, variant) not in artifacts:
                         continue
                     if (model_id, variant) not in predictors:
-                        predictors[model_id, variant] = load_predictor(
+                        predictors[model_id, variant] = load_segmenter(
                             VARIANTS[variant].runtime,
                             artifacts[model_id, variant],
-                            threads=usable_cores(),
+                            usable_cores(),
+                            tile_overlap(cfg.data),
                         )
                     pred = predictors[model_id, variant].predict(images)
                     if variant == "keras":
@@ -172,7 +171,11 @@ def score_maps(truth: np.ndarray, pred: np.ndarray, reference, index) -> dict[st
         for t, p in zip(truth, pred, strict=True)
     ]
     out = {m: float(np.nanmean([s[m] for s in per_image])) for m in METRICS}
-    out["agreement"] = float(agreement(reference, pred)) if reference is not None else np.nan
+    if reference is None:
+        out["agreement"] = np.nan
+    else:  # over every pixel of every image (sizes may differ in tile mode)
+        flat = [np.concatenate([np.ravel(m) for m in maps]) for maps in (reference, pred)]
+        out["agreement"] = float(agreement(*flat))
     return out
 
 

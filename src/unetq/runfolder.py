@@ -240,6 +240,17 @@ class RunFolder:
         return StudyConfig.model_validate(load_toml(self.config))
 
 
+def run_of_artifact(artifact: Path) -> RunFolder | None:
+    """The run folder an artifact lies in (<run>/models/<model_id>/<file>), if it is in one."""
+    artifact = Path(artifact).resolve()
+    if len(artifact.parents) < 3:
+        return None
+    run = RunFolder(artifact.parents[2])
+    if artifact.parents[1] != run.models_dir or not run.config.exists():
+        return None
+    return run
+
+
 def read_csv(path: Path, **kwargs: Any) -> pd.DataFrame:
     """A CSV as a data frame; an empty frame when the file is absent, empty or unreadable."""
     path = Path(path)

@@ -83,6 +83,37 @@ class Predictor:
         )
 
 
+class TiledPredictor:
+    """Whole images of any size through a predictor of fixed input T x T (tile mode): the
+    overlapping tiles of each image (data.tiles) are segmented and stitched back."""
+
+    def __init__(self, inner: Predictor, overlap: int):
+        self.inner = inner
+        self.tile = inner.input_hw[0]
+        self.overlap = overlap
+        if inner.input_hw[0] != inner.input_hw[1]:
+            raise ModelError(
+                f"{inner.artifact}: tile mode needs a square input, not {inner.input_hw}"
+            )
+        if not 0 <= overlap < self.tile:
+            raise UnetqError(f"tile overlap {overlap} must be smaller than the tile {self.tile}")
+        self.runtime = inner.runtime
+        self.num_classes = inner.num_classes
+        self.input_hw = None  # any size
+
+    def predict(self, images: list[np.ndarray]) -> list[np.ndarray]:
+        """uint8 images [H, W, 3] of any sizes -> uint8 class maps [H, W], one per image."""
+        # here, not at the top: the benchmark probe imports this module and must stay lean
+        from unetq.data.tiles import image_tiles, stitch
+
+        maps = []
+        for image in images:
+            tiles, _ = image_tiles(image, self.tile, self.overlap)
+            tile_maps = self.inner.predict(tiles)
+            maps.append(stitch(tile_maps, *image.shape[:2], self.tile, self.overlap))
+        return maps
+
+
 def _require_file(artifact: Path) -> Path:
     artifact = Path(artifact)
     if not artifact.is_file():
@@ -468,3 +499,12 @@ def load_predictor(
     if int(threads) < 1:
         raise UnetqError(f"threads must be >= 1, got {threads}")
     return RUNTIMES[runtime](Path(artifact), threads=int(threads), precision=precision, **options)
+
+
+def load_segmenter(
+    runtime: str, artifact: Path, threads: int = 1, tile_overlap: int | None = None
+) -> Predictor | TiledPredictor:
+    """A predictor of whole images: as loaded (resize mode), or by overlapping tiles when
+    `tile_overlap` is given (tile mode)."""
+    predictor = load_predictor(runtime, artifact, threads=threads)
+    return predictor if tile_overlap is None else TiledPredictor(predictor, tile_overlap)

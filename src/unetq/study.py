@@ -30,7 +30,9 @@ from unetq.compress import (
     guard_validation,
 )
 from unetq.config import StudyConfig, to_toml
-from unetq.data import load_split, open_dataset
+from unetq.data import load_inputs, open_dataset
+from unetq.data.images import image_size
+from unetq.data.tiles import mean_tiles_per_image
 from unetq.errors import ConfigError
 from unetq.evaluate import evaluate_run
 from unetq.fileio import write_csv, write_json, write_text
@@ -59,10 +61,9 @@ class StudyContext:
         return RunFolder(self.run_dir)
 
     def split(self, name: str):
+        """Labelled images at the model's input size (data.load_inputs)."""
         if name not in self.arrays:
-            self.arrays[name] = load_split(
-                self.index, name, self.cfg.data.image_size, progress=self.progress
-            )
+            self.arrays[name] = load_inputs(self.index, name, self.cfg.data, progress=self.progress)
         return self.arrays[name]
 
 
@@ -98,13 +99,33 @@ def step_data(ctx: StudyContext) -> None:
             "num_classes": index.num_classes,
             "background_class": index.background_class,
             "class_names": list(index.class_names),
+            "mask_values": {str(k): v for k, v in index.mask_values.items()},
             "splits": {k: len(v) for k, v in index.splits.items()},
             "skipped": len(index.skipped),
+            **tile_info(index, ctx.cfg),
         },
     )
 
 
+def tile_info(index, cfg: StudyConfig) -> dict:
+    """Tile mode: the tile, its overlap and how many tiles a whole image of the evaluated split
+    takes on average (the bench times one tile; a whole image costs that many calls)."""
+    if cfg.data.mode != "tile":
+        return {"mode": cfg.data.mode}
+    sizes = [image_size(p.image)[::-1] for p in index.split_pairs(cfg.evaluate.split)]
+    data = cfg.data
+    return {
+        "mode": "tile",
+        "tile": data.image_size,
+        "tile_overlap": data.tile_overlap,
+        "tiles_per_image": mean_tiles_per_image(sizes, data.image_size, data.tile_overlap),
+    }
+
+
 def step_train(ctx: StudyContext) -> None:
+    if ctx.cfg.data.mode == "tile":  # random crops of the native images: train_grid loads them
+        train_grid(ctx.cfg, ctx.index, None, ctx.run_dir, progress=ctx.progress)
+        return
     train_grid(
         ctx.cfg,
         ctx.split("train"),
@@ -232,10 +253,15 @@ def print_summary(run_dir: Path, console: Console, synthetic: bool = False) -> N
         return
     if not console.is_terminal:  # logs and pipes: wide enough that no column is cut
         console = Console(width=160, file=console.file)
-    out = Table(title=title, title_style="bold yellow" if synthetic else "bold")
+    tiles = read_json(RunFolder(run_dir).dataset).get("tiles_per_image")
+    caption = None
+    if tiles is not None:
+        caption = f"tile mode: ms per tile; a whole test image takes {tiles:.1f} tiles on average"
+    out = Table(title=title, title_style="bold yellow" if synthetic else "bold", caption=caption)
     ms_cols, x_cols = latency_columns(table), speedup_columns(table)
     headers = ["model", "variant", "runtime", "size MB", "fg IoU", "Dice", "agree %"]
-    headers += [f"ms/img {c.removeprefix('ms_')}" for c in ms_cols]
+    unit = "tile" if tiles is not None else "img"
+    headers += [f"ms/{unit} {c.removeprefix('ms_')}" for c in ms_cols]
     headers += [f"x keras {c.removeprefix('x_keras_')}" for c in x_cols] + ["model MB"]
     for h in headers:
         out.add_column(h, justify="left" if h in ("model", "variant", "runtime") else "right")

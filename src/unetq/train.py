@@ -23,8 +23,9 @@ import numpy as np
 from rich.console import Console
 
 from unetq import fileio
-from unetq.data import load_split
+from unetq.data import NativeSplit, grid_tiles, load_native, load_split, random_tiles
 from unetq.errors import ConfigError, DataError
+from unetq.losses import CROSS_ENTROPY, keras_loss, numpy_loss
 from unetq.memory import peak_rss_mb
 from unetq.metrics import confusion_matrix, scores
 from unetq.models import build_model, count_macs, count_params, to_input
@@ -87,13 +88,17 @@ def is_collapsed(confusion: np.ndarray, share: float = COLLAPSE_SHARE) -> bool:
 
 
 def evaluate_split(
-    model: Any, arrays: SplitArraysLike, batch_size: int, num_classes: int
+    model: Any, arrays: SplitArraysLike, batch_size: int, num_classes: int, cfg: Any = None
 ) -> tuple[float, np.ndarray]:
-    """Inference-mode pass over a split: (mean sparse categorical cross-entropy, confusion matrix).
+    """Inference-mode pass over a split: (validation loss, confusion matrix).
 
-    The loss is Keras' formula on the softmax output (probabilities clipped to [1e-7, 1 - 1e-7],
-    renormalised), averaged over every pixel of every image, i.e. what `model.evaluate` reports.
+    Cross-entropy is Keras' formula on the softmax output (probabilities clipped to
+    [1e-7, 1 - 1e-7], renormalised), averaged over every pixel of every image, i.e. what
+    `model.evaluate` reports. The other losses of `cfg.loss` (a TrainConfig) are averaged over
+    batches, weighted by their pixels.
     """
+    kind = cfg.loss if cfg is not None else CROSS_ENTROPY
+    weights = cfg.class_weights if cfg is not None else None
     total_loss = 0.0
     pixels = 0
     confusion = np.zeros((num_classes, num_classes), dtype=np.int64)
@@ -101,9 +106,13 @@ def evaluate_split(
         x = to_input(arrays.images[start : start + batch_size])
         y = arrays.masks[start : start + batch_size].astype(np.int64)
         probs = np.asarray(model.predict_on_batch(x), dtype=np.float64)
-        clipped = np.clip(probs, EPSILON, 1 - EPSILON)
-        picked = np.take_along_axis(clipped, y[..., None], axis=-1)[..., 0]
-        total_loss += float((np.log(clipped.sum(axis=-1)) - np.log(picked)).sum())
+        if kind == CROSS_ENTROPY and weights is None:
+            clipped = np.clip(probs, EPSILON, 1 - EPSILON)
+            picked = np.take_along_axis(clipped, y[..., None], axis=-1)[..., 0]
+            total_loss += float((np.log(clipped.sum(axis=-1)) - np.log(picked)).sum())
+        else:
+            gamma = cfg.focal_gamma
+            total_loss += y.size * numpy_loss(kind, y, probs, num_classes, weights, gamma)
         pixels += y.size
         confusion += confusion_matrix(y, probs.argmax(axis=-1), num_classes)
     return total_loss / max(pixels, 1), confusion
@@ -132,6 +141,15 @@ def epoch_batches(
             x[flip] = x[flip, :, ::-1]
             y[flip] = y[flip, :, ::-1]
         yield x, y
+
+
+def epoch_data(train: Any, seed: Sequence[int], cfg: Any, size: int) -> SplitArraysLike:
+    """The training images of one epoch: the split itself, or (tile mode, a NativeSplit)
+    `cfg.tiles_per_image` random crops of each image, drawn from the epoch's seed alone."""
+    if not isinstance(train, NativeSplit):
+        return train
+    rng = np.random.default_rng([*seed, 1])
+    return random_tiles(train, size, cfg.tiles_per_image, rng)
 
 
 def _tf_dataset(arrays: SplitArraysLike, batch_size: int, seed: Sequence[int], augment: bool):
@@ -233,7 +251,20 @@ def _fingerprint(spec: ModelSpec, cfg: Any, train: SplitArraysLike, val: SplitAr
         "train_images": len(train.images),
         "val_images": len(val.images),
         "split_sha1": names.hexdigest(),
+        **_extra_fingerprint(cfg, train),
     }
+
+
+def _extra_fingerprint(cfg: Any, train: Any) -> dict[str, Any]:
+    """Settings that did not exist in earlier versions, only when set: earlier runs resume."""
+    extra: dict[str, Any] = {}
+    if cfg.class_weights is not None:
+        extra["class_weights"] = list(cfg.class_weights)
+    if cfg.loss == "focal":
+        extra["focal_gamma"] = cfg.focal_gamma
+    if isinstance(train, NativeSplit):
+        extra["tiles_per_image"] = cfg.tiles_per_image
+    return extra
 
 
 def _is_done(run: RunFolder, model_id: str) -> bool:
@@ -316,6 +347,11 @@ def _check_inputs(specs: list[ModelSpec], train: SplitArraysLike, val: SplitArra
     for split, arrays in (("train", train), ("val", val)):
         if len(arrays.images) == 0:
             raise DataError(f"the {split} split is empty: nothing to train or validate on")
+        if isinstance(arrays, NativeSplit):
+            top = max(int(m.max()) for m in arrays.masks)
+            if top >= specs[0].num_classes:
+                raise DataError(f"{split} masks hold class {top} but the models have fewer")
+            continue
         if tuple(arrays.images.shape[1:]) != (size, size, 3):
             raise DataError(
                 f"{split} images have shape {tuple(arrays.images.shape[1:])}, "
@@ -352,7 +388,10 @@ class _Run:
 
     @property
     def steps_per_epoch(self) -> int:
-        return math.ceil(len(self.train.images) / self.cfg.batch_size)
+        images = len(self.train.images)
+        if isinstance(self.train, NativeSplit):
+            images *= self.cfg.tiles_per_image
+        return math.ceil(images / self.cfg.batch_size)
 
     def build(self) -> Any:
         s = self.spec
@@ -388,7 +427,10 @@ class _Run:
         keras.utils.set_random_seed(self.cfg.seed)
         model = self.build()
         total_steps = self.steps_per_epoch * max(self.cfg.epochs)
-        model.compile(optimizer=_optimizer(self.cfg, total_steps), loss=self.cfg.loss)
+        loss = keras_loss(
+            self.cfg.loss, self.num_classes, self.cfg.class_weights, self.cfg.focal_gamma
+        )
+        model.compile(optimizer=_optimizer(self.cfg, total_steps), loss=loss)
         # Creating the optimizer's variables inside the first traced step makes TF trace the
         # training step twice (seconds per model); create them up front instead.
         model.optimizer.build(model.trainable_variables)
@@ -407,7 +449,9 @@ class _Run:
         logs_seen: dict[str, Any] = {}
 
         def on_epoch(logs: dict) -> None:
-            val_loss, confusion = evaluate_split(model, self.val, cfg.batch_size, self.num_classes)
+            val_loss, confusion = evaluate_split(
+                model, self.val, cfg.batch_size, self.num_classes, cfg
+            )
             logs["val_loss"] = val_loss
             logs["val_fg_iou"] = foreground_iou(confusion, self.background_class)
             logs_seen.update(logs, confusion=confusion)
@@ -423,8 +467,10 @@ class _Run:
                     progress.reset(task, total=steps, description=f"{self.spec.run_id} e{epoch}")
                 started = time.perf_counter()
                 logs_seen.clear()
+                seed = (cfg.seed, epoch)
+                data = epoch_data(self.train, seed, cfg, self.spec.image_size)
                 model.fit(
-                    _tf_dataset(self.train, cfg.batch_size, (cfg.seed, epoch), cfg.augment),
+                    _tf_dataset(data, cfg.batch_size, seed, cfg.augment),
                     epochs=epoch,
                     initial_epoch=epoch - 1,
                     shuffle=False,  # the dataset is already in this epoch's seeded order
@@ -579,6 +625,11 @@ def train_run(
         raise ConfigError(
             f"background class {background_class} is not one of {num_classes} classes"
         )
+    if cfg.class_weights is not None and len(cfg.class_weights) != num_classes:
+        raise ConfigError(
+            f"train.class_weights has {len(cfg.class_weights)} weights but the dataset has "
+            f"{num_classes} classes"
+        )
     run = _Run(specs, train, val, cfg, run_dir, progress, background_class)
     pending = []
     for spec in specs:
@@ -611,8 +662,14 @@ def grid_specs(cfg: Any, num_classes: int) -> list[list[ModelSpec]]:
 def _grid_data(cfg: Any, train: Any, val: Any, num_classes, background_class, progress):
     if hasattr(train, "splits"):  # a DatasetIndex: load its train and val splits
         index, size = train, cfg.data.image_size
-        train = load_split(index, "train", size, progress=progress)
-        val = load_split(index, "val", size, progress=progress)
+        if cfg.data.mode == "tile":
+            train = load_native(index, "train", progress=progress)
+            val_native = load_native(index, "val", progress=progress)
+            # tiles without overlap cover every validation pixel at about half the cost
+            val = grid_tiles(val_native, size, 0)
+        else:
+            train = load_split(index, "train", size, progress=progress)
+            val = load_split(index, "val", size, progress=progress)
         return train, val, index.num_classes, index.background_class
     if val is None:
         raise ConfigError("train_grid needs a validation split (val is None)")

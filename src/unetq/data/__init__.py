@@ -6,19 +6,28 @@ Formats: Oxford-IIIT Pet in its official layout ('pets'), generic images/ + mask
 
 from __future__ import annotations
 
-from unetq.data.cache import cache_dir, load_split, read_mask
+from unetq.data.cache import (
+    cache_dir,
+    load_inputs,
+    load_native,
+    load_split,
+    load_whole,
+    read_mask,
+)
 from unetq.data.check import CheckReport, check_dataset
 from unetq.data.fetch import NetworkError, fetch_pets
 from unetq.data.images import read_image
 from unetq.data.index import ALL_SPLIT, SPLITS, DatasetIndex, Pair, SplitArrays
 from unetq.data.source import detect_format, open_dataset, scan_dataset
 from unetq.data.synthetic import write_synthetic
+from unetq.data.tiles import NativeSplit, grid_tiles, random_tiles, tiles_per_image
 
 __all__ = [
     "ALL_SPLIT",
     "SPLITS",
     "CheckReport",
     "DatasetIndex",
+    "NativeSplit",
     "NetworkError",
     "Pair",
     "SplitArrays",
@@ -26,10 +35,16 @@ __all__ = [
     "check_dataset",
     "detect_format",
     "fetch_pets",
+    "grid_tiles",
+    "load_inputs",
+    "load_native",
     "load_split",
+    "load_whole",
     "open_dataset",
     "read_image",
+    "random_tiles",
     "read_mask",
     "scan_dataset",
+    "tiles_per_image",
     "write_synthetic",
 ]

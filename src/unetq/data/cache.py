@@ -21,6 +21,7 @@ from PIL import Image
 
 from unetq.data.images import map_mask, read_image, read_mask_raw
 from unetq.data.index import DatasetIndex, Pair, SplitArrays
+from unetq.data.tiles import NativeSplit, random_tiles
 from unetq.errors import DataError
 from unetq.fileio import atomic_path
 
@@ -87,7 +88,8 @@ def split_cache_path(index: DatasetIndex, split: str, names: list[str], size: in
         "files": file_signature(p for pair in pairs for p in (pair.image, pair.mask)),
     }
     digest.update(json.dumps(payload).encode())
-    return cache_dir() / "arrays" / f"{index.format}-{split}-{size}px-{digest.hexdigest()[:20]}.npz"
+    tag = f"{size}px" if size else "native"
+    return cache_dir() / "arrays" / f"{index.format}-{split}-{tag}-{digest.hexdigest()[:20]}.npz"
 
 
 def load_cached(path: Path, names: list[str], size: int) -> SplitArrays | None:
@@ -145,6 +147,86 @@ def load_split(
     arrays = SplitArrays(names=names, images=images, masks=masks)
     save_cached(path, arrays)
     return arrays
+
+
+# Tile mode: random crops per image that calibration, verification and guards choose from.
+INPUT_TILES_PER_IMAGE = 8
+
+
+def load_inputs(index: DatasetIndex, split: str, data, progress: Progress | None = None):
+    """Labelled images the size of the model's input (`data` is a DataConfig): the resized
+    split, or in tile mode seeded random tiles, one of every image first, then a second of
+    every image, and so on, so the first N tiles come from as many images as possible."""
+    if data.mode != "tile":
+        return load_split(index, split, data.image_size, progress=progress)
+    native = load_native(index, split, progress=progress)
+    rng = np.random.default_rng(data.split_seed)
+    tiles = random_tiles(native, data.image_size, INPUT_TILES_PER_IMAGE, rng)
+    order = np.arange(len(tiles.names)).reshape(-1, INPUT_TILES_PER_IMAGE).T.ravel()
+    return SplitArrays(
+        names=[tiles.names[i] for i in order], images=tiles.images[order], masks=tiles.masks[order]
+    )
+
+
+def load_whole(index: DatasetIndex, split: str, data, progress: Progress | None = None):
+    """The images as they are segmented and scored: resized (SplitArrays), or in tile mode at
+    their own size (NativeSplit)."""
+    if data.mode != "tile":
+        return load_split(index, split, data.image_size, progress=progress)
+    return load_native(index, split, progress=progress)
+
+
+def load_native(index: DatasetIndex, split: str, progress: Progress | None = None) -> NativeSplit:
+    """Split `split` at each image's own resolution (tile mode); decoded once, then cached."""
+    pairs = index.split_pairs(split)
+    names = [p.name for p in pairs]
+    path = split_cache_path(index, split, names, 0)
+    cached = _load_native_cached(path, names)
+    if cached is not None:
+        return cached
+    label = f"decode {split} (native size)"
+    decoded = list(parallel_map(lambda pair: decode_pair(index, pair), pairs, progress, label))
+    split_arrays = NativeSplit(
+        names=names, images=[d[0] for d in decoded], masks=[d[1] for d in decoded]
+    )
+    _save_native_cached(path, split_arrays)
+    return split_arrays
+
+
+def _save_native_cached(path: Path, split: NativeSplit) -> None:
+    """One flat array each for pixels and mask values, with every image's shape."""
+    shapes = np.array([m.shape for m in split.masks], dtype=np.int64).reshape(-1, 2)
+    flat = [np.zeros(0, np.uint8)]
+    with atomic_path(path) as tmp, tmp.open("wb") as fh:
+        np.savez(
+            fh,
+            names=np.asarray(split.names, dtype=str),
+            shapes=shapes,
+            images=np.concatenate([i.reshape(-1) for i in split.images] or flat),
+            masks=np.concatenate([m.reshape(-1) for m in split.masks] or flat),
+        )
+
+
+def _load_native_cached(path: Path, names: list[str]) -> NativeSplit | None:
+    if not path.is_file():
+        return None
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            stored, shapes = [str(n) for n in data["names"]], data["shapes"]
+            images, masks = data["images"], data["masks"]
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile):
+        return None
+    sizes = shapes[:, 0] * shapes[:, 1] if len(shapes) else np.zeros(0, np.int64)
+    if stored != names or len(shapes) != len(names) or masks.size != sizes.sum():
+        return None
+    if images.size != 3 * sizes.sum():
+        return None
+    ends = np.cumsum(sizes)
+    split = NativeSplit(names=names, images=[], masks=[])
+    for (h, w), end, size in zip(shapes, ends, sizes, strict=True):
+        split.masks.append(masks[end - size : end].reshape(h, w))
+        split.images.append(images[3 * (end - size) : 3 * end].reshape(h, w, 3))
+    return split
 
 
 def parallel_map(

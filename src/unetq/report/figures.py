@@ -31,7 +31,7 @@ def _label(row) -> str:
     return str(row["variant"])
 
 
-def accuracy_vs_latency(table: pd.DataFrame, latency_col: str) -> bytes | None:
+def accuracy_vs_latency(table: pd.DataFrame, latency_col: str, unit: str = "image") -> bytes | None:
     """fg IoU against median latency per (model, variant, runtime); Pareto front marked."""
     if table.empty or latency_col not in table or table["fg_iou"].isna().all():
         return None
@@ -53,7 +53,7 @@ def accuracy_vs_latency(table: pd.DataFrame, latency_col: str) -> bytes | None:
     ax.plot(pts[latency_col], pts["fg_iou"], "k--", lw=1, label="Pareto front")
     ax.scatter(pts[latency_col], pts["fg_iou"], s=110, facecolors="none", edgecolors="k")
     ax.set_xscale("log")
-    ax.set_xlabel(f"median latency per image, ms ({latency_col.removeprefix('ms_')}), log scale")
+    ax.set_xlabel(f"median latency per {unit}, ms ({latency_col.removeprefix('ms_')}), log scale")
     ax.set_ylabel("foreground IoU (test)")
     ax.grid(alpha=0.3, which="both")
     ax.legend(fontsize=8, loc="best")

@@ -17,6 +17,7 @@ from unetq.report import figures
 from unetq.report.tables import (
     factor_effects,
     guard_table,
+    int8_losses,
     latency_columns,
     load_tables,
     main_table,
@@ -42,6 +43,7 @@ border-bottom:1px solid #d9dde5;padding-bottom:.2em}
 .banner{background:#fff3cd;border:1px solid #e0c46c;padding:.6em .9em;border-radius:6px;
 font-weight:600}
 .note{color:#4a5263;font-size:.92rem}
+.warn{color:#8a3b00;background:#fff4e5;padding:.3rem .6rem;border-radius:4px}
 .scroll{overflow-x:auto;-webkit-overflow-scrolling:touch;background:#fff;border-radius:6px;
 box-shadow:0 1px 2px rgba(0,0,0,.08)}
 table{border-collapse:collapse;font-size:.86rem;width:100%}
@@ -114,7 +116,7 @@ def build_report(run_dir: Path) -> Path:
     parts.append(_recommendation(run.root))
     parts.append(_context(run, dataset, machine, tables.average))
     parts.append(_overview(table))
-    parts.append(_pareto(table))
+    parts.append(_pareto(table, dataset))
     parts.append(_guards(run, tables.average))
     parts += _details_sections(run, tables, table, machine)
 
@@ -175,20 +177,47 @@ def _overview(table: pd.DataFrame) -> str:
     return "<h2>Every model and variant at a glance</h2>" + _figure(png, "overview")
 
 
-def _pareto(table: pd.DataFrame) -> str:
+def _pareto(table: pd.DataFrame, dataset: dict) -> str:
     cols = latency_columns(table)
     if not cols or table["fg_iou"].isna().all():
         return ""
-    figs = "".join(_figure(figures.accuracy_vs_latency(table, c), f"fg IoU vs {c}") for c in cols)
+    unit = "tile" if dataset.get("mode") == "tile" else "image"
+    figs = "".join(
+        _figure(figures.accuracy_vs_latency(table, c, unit), f"fg IoU vs {c}") for c in cols
+    )
     return f"<h2>Accuracy against latency</h2><div class='grid'>{figs}</div>"
+
+
+def _int8_loss_lines(run: RunFolder, average: pd.DataFrame) -> str:
+    """Plainly: where plain int8 loses more than the budget on this dataset, and what the
+    guarded variant keeps."""
+    best = _best_model(average)
+    if best is None:
+        return ""
+    budget = run.load_config().compress.max_iou_drop if run.config.exists() else 0.5
+    lines = []
+    for loss in int8_losses(average, best, budget):
+        kept = (
+            f"{loss['guarded']} loses {loss['guarded_drop']:.1f}"
+            if np.isfinite(loss["guarded_drop"])
+            else f"{loss['guarded']} was not made"
+        )
+        lines.append(
+            f"<p class='warn'>On this dataset plain {loss['plain']} loses "
+            f"<b>{loss['drop']:.1f} points</b> of test fg IoU against keras on {html.escape(best)}"
+            f" (budget {budget:g}); {kept}.</p>"
+        )
+    return "".join(lines)
 
 
 def _guards(run: RunFolder, average: pd.DataFrame) -> str:
     guards = guard_table(run.root, average)
+    losses = _int8_loss_lines(run, average)
     if guards.empty:
-        return ""
+        return f"<h2>Accuracy-guarded variants</h2>{losses}" if losses else ""
     parts = [
         "<h2>Accuracy-guarded variants</h2>",
+        losses,
         '<p class="note">tflite-int8-mixed keeps the layers most sensitive to quantization '
         "in float (ranked by the TFLite quantization debugger's RMSE / scale) until the "
         "validation fg IoU is within the budget of the float model's; openvino-int8-guarded "
@@ -353,9 +382,36 @@ def _dataset_line(dataset: dict) -> str:
     return (
         f"<p class='note'>Dataset: {html.escape(str(dataset.get('format', '')))} at "
         f"<code>{html.escape(str(dataset.get('root', '')))}</code>; "
-        f"{dataset.get('num_classes', '?')} classes "
-        f"({html.escape(', '.join(dataset.get('class_names', [])))}), background = class "
-        f"{dataset.get('background_class', '?')}; splits: {sizes}.</p>"
+        f"{_classes_text(dataset)}; splits: {sizes}.</p>{_tile_line(dataset)}"
+    )
+
+
+def _classes_text(dataset: dict) -> str:
+    """Each class with its mask value, and which classes the foreground scores count."""
+    names = dataset.get("class_names", [])
+    raw = {int(v): int(k) for k, v in dataset.get("mask_values", {}).items()}
+    background = dataset.get("background_class", "?")
+    classes = [
+        f"{i} {html.escape(name)}" + (f" (mask value {raw[i]})" if i in raw else "")
+        for i, name in enumerate(names)
+    ]
+    foreground = [str(i) for i in range(len(names)) if i != background]
+    return (
+        f"{dataset.get('num_classes', '?')} classes: {', '.join(classes)}; fg IoU and Dice "
+        f"score class{'es' if len(foreground) > 1 else ''} {', '.join(foreground)} against "
+        f"background class {background}"
+    )
+
+
+def _tile_line(dataset: dict) -> str:
+    if dataset.get("mode") != "tile":
+        return ""
+    return (
+        f"<p class='note'>Tile mode: images are segmented at their own resolution by "
+        f"{dataset.get('tile')} px tiles overlapping by {dataset.get('tile_overlap')} px and "
+        "stitched back; accuracy is scored on the whole images. Latency is per tile (one model "
+        f"call); a whole test image takes {dataset.get('tiles_per_image', float('nan')):.1f} "
+        "tiles on average (ms per image = that many calls).</p>"
     )
 
 

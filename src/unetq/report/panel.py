@@ -11,11 +11,12 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from unetq.data import load_split, open_dataset  # noqa: E402
+from unetq.config import tile_overlap  # noqa: E402
+from unetq.data import load_whole, open_dataset  # noqa: E402
 from unetq.errors import UnetqError  # noqa: E402
 from unetq.fileio import write_bytes  # noqa: E402
 from unetq.runfolder import RunFolder  # noqa: E402
-from unetq.runtimes import load_predictor  # noqa: E402
+from unetq.runtimes import load_segmenter  # noqa: E402
 from unetq.variants import VARIANTS, variant_rank  # noqa: E402
 
 
@@ -73,7 +74,7 @@ def make_panel(
     if model_id not in models:
         raise UnetqError(f"no model '{model_id}' in {run.models_dir}")
     index = open_dataset(cfg.data)
-    arrays = load_split(index, cfg.evaluate.split, cfg.data.image_size)
+    arrays = load_whole(index, cfg.evaluate.split, cfg.data)
     if len(arrays.names) == 0:
         raise UnetqError(f"the {cfg.evaluate.split} split of {index.root} is empty")
     name = image_name or arrays.names[0]
@@ -85,7 +86,7 @@ def make_panel(
     for variant in VARIANTS.values():
         artifact = run.artifact(model_id, variant.name)
         if artifact.exists():
-            predictor = load_predictor(variant.runtime, artifact, threads=1)
+            predictor = load_segmenter(variant.runtime, artifact, 1, tile_overlap(cfg.data))
             predictions[variant.name] = predictor.predict(image[None])[0]
     png = draw_panel(image, truth, predictions, index.num_classes, f"{model_id}: {name}")
     out = out or run.panel

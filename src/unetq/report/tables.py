@@ -261,6 +261,24 @@ def guard_table(run_dir: Path, average: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def int8_losses(average: pd.DataFrame, model_id: str, budget_points: float) -> list[dict]:
+    """Plain int8 variants of `model_id` whose test fg IoU falls more than `budget_points` below
+    keras', each with its guarded variant's drop (NaN when there is none)."""
+    if average.empty or "fg_iou" not in average:
+        return []
+    rows = average[average["model_id"] == model_id].drop_duplicates(["variant", "runtime"])
+    fg = dict(zip(rows["variant"], rows["fg_iou"], strict=True))
+    if not np.isfinite(fg.get("keras", np.nan)):
+        return []
+    out = []
+    for guarded, plain in GUARDED.items():
+        drop = 100 * (fg["keras"] - fg.get(plain, np.nan))
+        if np.isfinite(drop) and drop > budget_points:
+            kept = 100 * (fg["keras"] - fg.get(guarded, np.nan))
+            out.append({"plain": plain, "drop": drop, "guarded": guarded, "guarded_drop": kept})
+    return out
+
+
 def sensitivity_table(run_dir: Path, model_id: str, top: int = 12) -> pd.DataFrame:
     """The most sensitive layers of a model's tflite-int8-mixed search (RMSE / scale)."""
     path = variant_report(RunFolder(run_dir).model_dir(model_id), "tflite-int8-mixed", LAYERS)
