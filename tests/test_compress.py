@@ -400,8 +400,8 @@ def test_compression_images_random_or_from_dataset(monkeypatch):
 
     monkeypatch.setattr("unetq.compress.open_dataset", open_dataset)
     monkeypatch.setattr(
-        "unetq.compress.load_split",
-        lambda index, split, size, progress=None: train if split == "train" else val,
+        "unetq.compress.load_inputs",
+        lambda index, split, data, progress=None: train if split == "train" else val,
     )
     cal, ver, _, _ = compress.dataset_images((8, 8), cfg, compress.data_config(None, "folder"))
     assert seen["cfg"].image_size == 8

@@ -185,3 +185,16 @@ def test_the_shipped_tile_presets_are_tile_mode_folder_studies():
         assert (cfg.data.mode, cfg.data.format) == ("tile", "folder")
         assert cfg.train.loss == "ce_dice"
         assert cfg.data.tile_overlap < cfg.data.image_size
+
+
+def test_compressing_a_run_folders_model_takes_that_runs_tile_settings(tmp_path):
+    from unetq.compress import data_config
+    from unetq.config import to_toml
+    from unetq.runfolder import RunFolder
+
+    run = RunFolder(tmp_path / "run")
+    run.model_dir("m").mkdir(parents=True)
+    run.config.write_text(to_toml(build_config("nuclei")))
+    data = data_config(tmp_path / "d", "folder", run.model_file("m"))
+    assert (data.mode, data.tile_overlap, data.data_dir) == ("tile", 32, tmp_path / "d")
+    assert data_config(tmp_path / "d", "folder", tmp_path / "model.keras").mode == "resize"

@@ -252,7 +252,7 @@ def compress(
     from unetq import compress as comp
 
     cfg = comp.compress_config(variants, calibration_images, verify_images, int8_io)
-    data = comp.data_config(data_dir, fmt) if data_dir is not None else None
+    data = comp.data_config(data_dir, fmt, model) if data_dir is not None else None
     comp.model_input_hw(model)  # a bad model fails here, before the progress display
     warn = lambda text: console.print(f"[yellow]warning:[/] {text}", highlight=False)  # noqa: E731
     with Progress(console=console, transient=True) as progress:

@@ -44,6 +44,7 @@ from unetq.runfolder import (
     artifact_size,
     file_digest,
     read_json,
+    run_of_artifact,
     sidecar_path,
     variant_report,
 )
@@ -494,9 +495,14 @@ def dataset_images(hw: tuple[int, int], cfg: CompressConfig, data: DataConfig, p
     return cal, ver, validation, note
 
 
-def data_config(data_dir: Path | None, fmt: str) -> DataConfig:
+def data_config(data_dir: Path | None, fmt: str, model: Path | None = None) -> DataConfig:
+    """--data-dir and --format; for a model of a run folder, over that run's data settings
+    (image mode, tiles, split seed), so the study's calibration rule picks the same images."""
+    run = run_of_artifact(model) if model is not None else None
+    settings = run.load_config().data.model_dump() if run is not None else {}
+    settings.update(data_dir=data_dir, format=fmt, source="auto")
     try:
-        return DataConfig(data_dir=data_dir, format=fmt)
+        return DataConfig(**settings)
     except ValidationError as exc:
         err = exc.errors()[0]
         raise ConfigError(f"invalid data option '{err['loc'][0]}': {err['msg']}") from None
