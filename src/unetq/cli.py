@@ -199,15 +199,15 @@ def train_cmd(
     from unetq.config import build_config
     from unetq.data import open_dataset
     from unetq.runfolder import RunFolder
+    from unetq.runlock import own_run_folder
     from unetq.study import prepare_run_dir
     from unetq.train import train_grid
 
     values = {"data.format": fmt, "data.data_dir": data_dir}
     cfg = build_config(preset, config, set_, values)
-    out.mkdir(parents=True, exist_ok=True)
-    prepare_run_dir(cfg, out)
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), Elapsed())
-    with Progress(*columns, console=console) as progress:
+    with own_run_folder(out), Progress(*columns, console=console) as progress:
+        prepare_run_dir(cfg, out)
         index = open_dataset(cfg.data, progress=progress)
         if index.synthetic:
             console.print(f"[bold yellow]SYNTHETIC DATA[/]: {index.note}")
@@ -337,12 +337,13 @@ def evaluate(
     from rich.progress import Progress
 
     from unetq.evaluate import accuracy_summary, evaluate_command
+    from unetq.runlock import own_run_folder
 
     if split not in ("train", "val", "test"):
         raise typer.BadParameter(f"'{split}' is not train, val or test", param_hint="--split")
     if fmt is not None and fmt not in ("pets", "folder"):
         raise typer.BadParameter(f"'{fmt}' is not pets or folder", param_hint="--format")
-    with Progress(console=console, transient=True) as progress:
+    with own_run_folder(run, create=False), Progress(console=console, transient=True) as progress:
         path, cross = evaluate_command(run, split, data_dir, fmt, name, progress)
     columns = [
         ("variant", "variant", None),
@@ -384,10 +385,11 @@ def bench(
     from rich.progress import Progress
 
     from unetq.bench.run import bench_run
+    from unetq.runlock import own_run_folder
 
     cfg = _run_config(run, {"bench.rounds": rounds})
     threads_list = threads.split(",") if threads else None
-    with Progress(console=console, transient=True) as progress:
+    with own_run_folder(run, create=False), Progress(console=console, transient=True) as progress:
         path = bench_run(
             run, cfg, threads_list, repeats, warmup, progress=progress, remeasure=remeasure
         )
@@ -425,14 +427,48 @@ def study(
     fmt: Annotated[str | None, typer.Option("--format", help="pets or folder.")] = None,
     out: Annotated[Path | None, typer.Option(help="Run folder (default runs/<preset>).")] = None,
     set_: SetOpt = None,
+    dry_run: Annotated[
+        bool,
+        typer.Option(
+            "--dry-run", help="Print the units of work and their estimated cost; run nothing."
+        ),
+    ] = False,
 ) -> None:
     """Train the grid, compress every model, evaluate and benchmark every variant, report."""
     from unetq.config import build_config
-    from unetq.study import run_study
 
     cfg = build_config(preset, config, set_, {"data.data_dir": data_dir, "data.format": fmt})
+    if dry_run:
+        _print_plan(cfg)
+        return
+    from unetq.study import run_study
+
     report = run_study(cfg, out or Path("runs") / preset, console)
     console.print(f"[bold green]report:[/] {report}")
+
+
+def _print_plan(cfg) -> None:
+    from rich.table import Table
+
+    from unetq.plan import hours, make_plan, plan_lines
+    from unetq.runtimes import usable_cores
+
+    with console.status("timing a few training steps on this machine"):
+        plan = make_plan(cfg)
+    table = Table(title=f"unetq study --dry-run: {cfg.name}")
+    for header in ("training run", "GMAC / image", "epochs", "images / epoch", "estimate"):
+        table.add_column(header, justify="left" if header == "training run" else "right")
+    for unit in plan.training:
+        table.add_row(
+            unit.run_id,
+            f"{unit.gmacs:.2f}",
+            str(unit.epochs),
+            str(unit.images_per_epoch),
+            hours(unit.seconds),
+        )
+    console.print(table)
+    for line in plan_lines(plan, usable_cores()):
+        console.print(line, highlight=False, soft_wrap=True)
 
 
 @app.command()
@@ -540,10 +576,11 @@ def robustness(
     from unetq.data import open_dataset
     from unetq.robustness import robustness_run
     from unetq.runfolder import RunFolder
+    from unetq.runlock import own_run_folder
     from unetq.study import make_progress
 
     cfg = override(RunFolder(run).load_config(), set_, {"data.data_dir": data_dir})
-    with make_progress(console) as progress:
+    with own_run_folder(run, create=False), make_progress(console) as progress:
         out = robustness_run(run, open_dataset(cfg.data), cfg, progress=progress)
     console.print(f"robustness: {out}")
 
@@ -553,9 +590,11 @@ def report(run: Annotated[Path, typer.Option(help="Run folder.")]) -> None:
     """Rebuild a run's HTML report from its CSVs; recomputes nothing."""
     from unetq.report import build_report
     from unetq.runfolder import RunFolder
+    from unetq.runlock import own_run_folder
 
     RunFolder(run).load_config()  # a clear error when RUN is not a run folder
-    console.print(f"report: {build_report(run)}")
+    with own_run_folder(run, create=False):
+        console.print(f"report: {build_report(run)}")
 
 
 @app.command()

@@ -9,6 +9,7 @@ runs/<study>/
   model_performance_individual_results.csv  model_performance_average_results.csv
   robustness.csv  report/index.html  report/panel.png
   .eval/<model_id>/  .bench/<model_id>/  .robustness/   part files of unfinished steps
+  .lock                             held by the one process working here (its pid, host, command)
   cross/<name>/                     the run's models on another dataset (same names inside)
 ```
 Every other module asks this one for a path; no file name is spelled anywhere else.
@@ -133,6 +134,11 @@ class RunFolder:
     @property
     def steps(self) -> Path:
         return self.root / "steps.json"
+
+    @property
+    def lock_file(self) -> Path:
+        """Held (flock) by the one process working in the folder (unetq.runlock)."""
+        return self.root / ".lock"
 
     @property
     def trained_csv(self) -> Path:

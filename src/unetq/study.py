@@ -41,6 +41,7 @@ from unetq.report.panel import make_panel
 from unetq.report.tables import latency_columns, main_table, speedup_columns
 from unetq.robustness import robustness_run
 from unetq.runfolder import RunFolder, read_csv, read_json
+from unetq.runlock import own_run_folder
 from unetq.train import train_grid
 
 # Sections whose change alters results: a run folder holds one value of them.
@@ -215,7 +216,11 @@ def run_steps(
     return the report's path."""
     console = console or Console()
     run_dir = Path(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
+    with own_run_folder(run_dir):
+        return _run_steps(cfg, run_dir, steps, what, console, ctx_fields)
+
+
+def _run_steps(cfg, run_dir: Path, steps, what: str, console: Console, ctx_fields) -> Path:
     prepare_run_dir(cfg, run_dir)
     started = time.perf_counter()
     with make_progress(console) as progress:
