@@ -44,16 +44,15 @@ def test_a_held_folder_is_refused_until_its_holder_is_killed(tmp_path):
     holder = subprocess.Popen([sys.executable, "-c", HOLD, str(run_dir)], stdout=subprocess.PIPE)
     try:
         assert holder.stdout.readline().strip() == b"held"
-        with pytest.raises(RunFolderBusy, match=f"in use by pid {holder.pid} on "):
-            with own_run_folder(run_dir):
-                pass
+        busy = pytest.raises(RunFolderBusy, match=f"in use by pid {holder.pid} on ")
+        with busy, own_run_folder(run_dir):
+            pass
     finally:
         holder.kill()  # SIGKILL: no cleanup runs, the lock file stays behind
         holder.wait()
     assert RunFolder(run_dir).lock_file.exists()
-    with own_run_folder(run_dir):
-        with own_run_folder(run_dir):  # re-entrant in one process
-            pass
+    with own_run_folder(run_dir), own_run_folder(run_dir):  # re-entrant in one process
+        pass
 
 
 def test_a_missing_folder_is_not_created_when_not_asked(tmp_path):
