@@ -1,5 +1,7 @@
 """`unetq study --dry-run`: units of work and their estimated cost, nothing run or written."""
 
+import pytest
+
 from runhelp import run_cli
 from unetq.config import build_config
 from unetq.plan import Plan, TrainingUnit, make_plan
@@ -20,6 +22,8 @@ def test_workers_take_the_longest_run_or_an_even_share():
 
 def test_the_plan_counts_the_smoke_grid_and_scales_by_multiply_adds(monkeypatch, tmp_path):
     monkeypatch.setenv("UNETQ_CACHE_DIR", str(tmp_path))
+    # the timing probe runs in the command-line test below; here 1 ms per GMAC
+    monkeypatch.setattr("unetq.plan.probe_seconds_per_gmac", lambda cfg, classes: (1e-3, 0.0))
     cfg = build_config("smoke", sets=["train.filters=[4, 8]", "train.epochs=[2, 3]"])
     plan = make_plan(cfg)
     assert [u.run_id for u in plan.training] == [
@@ -30,7 +34,10 @@ def test_the_plan_counts_the_smoke_grid_and_scales_by_multiply_adds(monkeypatch,
     assert plan.measurements == 8 * len(cfg.compress.variants) * len(cfg.bench.threads)
     small, large = plan.training[0], plan.training[2]
     assert large.gmacs > 2 * small.gmacs
-    assert large.seconds / small.seconds > 0.99 * large.gmacs / small.gmacs
+    # 3 epochs of 3 x GMAC x training images, plus one forward pass per validation image
+    expected = 3 * (3 * small.gmacs * plan.train_images + small.gmacs * plan.val_images) * 1e-3
+    assert small.seconds == pytest.approx(expected)
+    assert large.seconds / small.seconds == pytest.approx(large.gmacs / small.gmacs)
 
 
 def test_dry_run_prints_the_estimate_and_writes_nothing(cache_env, tmp_path):
