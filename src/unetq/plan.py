@@ -10,15 +10,13 @@ timed. A run's units are independent, so W workers take about max(longest run, t
 from __future__ import annotations
 
 import math
-import os
 import time
 from dataclasses import dataclass
 
 import numpy as np
 
 from unetq.config import StudyConfig
-from unetq.data import fetch, open_dataset
-from unetq.data.source import ENV_DATA_DIR
+from unetq.data import open_dataset
 from unetq.models import build_model, count_macs
 from unetq.runtimes import set_tf_threads, usable_cores
 from unetq.variants import VARIANTS
@@ -70,15 +68,8 @@ class Plan:
 def split_counts(cfg: StudyConfig) -> tuple[str, int, int, int, int]:
     """(source, train, val, test image counts, classes): the dataset if it is on this machine
     (never downloaded for a dry run), else the full Oxford-IIIT Pet by the seed split's cut."""
-    data = cfg.data
-    local = (
-        data.source == "synthetic"
-        or data.data_dir is not None
-        or os.environ.get(ENV_DATA_DIR, "").strip()
-        or (data.format == "pets" and fetch.is_complete(fetch.pets_cache_root()))
-    )
-    if local:
-        index = open_dataset(data)
+    index = open_dataset(cfg.data, download=False)
+    if index is not None:
         counts = [len(index.splits[s]) for s in ("train", "val", "test")]
         return str(index.note or index.root), *counts, index.num_classes
     n = FULL_PETS_IMAGES

@@ -15,7 +15,7 @@ from unetq.errors import UnetqError
 from unetq.fileio import atomic_path
 from unetq.models import to_input
 from unetq.runfolder import run_of_artifact
-from unetq.runtimes import TiledPredictor, load_predictor
+from unetq.runtimes import load_segmenter
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".gif", ".bmp", ".tif", ".tiff", ".webp", ".ppm"}
 OVERLAY_COLORS = np.array(
@@ -69,8 +69,7 @@ def predict_images(
     if not model.exists():
         raise UnetqError(f"model file not found: {model}")
     files = list_images(source)
-    predictor = load_predictor(runtime or default_runtime(model), model, threads=threads)
-    tiled = TiledPredictor(predictor, tile_overlap) if tile_overlap is not None else None
+    segmenter = load_segmenter(runtime or default_runtime(model), model, threads, tile_overlap)
     out_dir.mkdir(parents=True, exist_ok=True)
     result = PredictResult()
     task = progress.add_task("predict", total=len(files)) if progress else None
@@ -85,10 +84,10 @@ def predict_images(
                 progress.advance(task)
             continue
         start = time.perf_counter_ns()
-        if tiled is not None:
-            mask = tiled.predict([image])[0]
+        if tile_overlap is not None:
+            mask = segmenter.predict([image])[0]
         else:
-            mask = _resized_prediction(predictor, image)
+            mask = _resized_prediction(segmenter, image)
         result.ms_per_image.append((time.perf_counter_ns() - start) / 1e6)
         _save_png(out_dir / f"{path.stem}_mask.png", mask)
         _save_png(out_dir / f"{path.stem}_overlay.png", overlay(image, mask, background_class))

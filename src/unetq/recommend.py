@@ -94,10 +94,7 @@ def recommend(
         average = average.assign(fg_iou=float("nan"))
     models = _models(average, model_id, every_model, run)
     tiles = read_json(run.dataset).get("tiles_per_image")
-    recs = [_recommend_one(run, average, m, budgets) for m in models]
-    for rec in recs:
-        rec.tiles_per_image = tiles
-    return recs
+    return [_recommend_one(run, average, m, budgets, tiles) for m in models]
 
 
 def _models(average: pd.DataFrame, model_id: str | None, every: bool, run: RunFolder) -> list:
@@ -116,7 +113,9 @@ def _models(average: pd.DataFrame, model_id: str | None, every: bool, run: RunFo
     return [str(keras.sort_values("fg_iou", ascending=False)["model_id"].iloc[0])]
 
 
-def _recommend_one(run: RunFolder, average, model_id: str, budgets: Budgets) -> Recommendation:
+def _recommend_one(
+    run: RunFolder, average, model_id: str, budgets: Budgets, tiles: float | None
+) -> Recommendation:
     rows = average[average["model_id"].astype(str) == model_id]
     timed = rows[rows["threads"] == budgets.threads] if "threads" in rows else rows.iloc[0:0]
     if timed.empty:
@@ -138,13 +137,14 @@ def _recommend_one(run: RunFolder, average, model_id: str, budgets: Budgets) -> 
     within = [c for c, reason in verdicts if not reason]
     if not within or keras.latency_ms <= within[0].latency_ms:
         others = [(c, reason) for c, reason in verdicts]
-        return Recommendation(model_id, keras, budgets, None, others)  # keras itself is fastest
+        # keras itself is fastest
+        return Recommendation(model_id, keras, budgets, None, others, tiles_per_image=tiles)
     fastest = within[0]
     equal = [c for c in within if c is fastest or c.same_speed_as(fastest)]
     chosen = min(equal, key=lambda c: (c.iou_drop if measured else 0.0, c.size_mb))
     others = [(c, reason) for c, reason in verdicts if c is not chosen]
     tied = [c for c in equal if c is not chosen]
-    return Recommendation(model_id, keras, budgets, chosen, others, tied)
+    return Recommendation(model_id, keras, budgets, chosen, others, tied, tiles)
 
 
 def _ruled_out(c: Candidate, keras: Candidate, budgets: Budgets, full: int, measured: bool) -> str:

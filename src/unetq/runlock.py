@@ -22,6 +22,8 @@ from pathlib import Path
 from unetq.errors import UnetqError, storage_error
 from unetq.runfolder import RunFolder
 
+_HELD: set[str] = set()  # lock files this process holds (re-entrance)
+
 
 class RunFolderBusy(UnetqError):
     """Another process owns the run folder."""
@@ -64,9 +66,6 @@ def own_run_folder(run_dir: Path, create: bool = True) -> Iterator[None]:
             _HELD.discard(key)
     finally:
         os.close(fd)  # releases the lock
-
-
-_HELD: set[str] = set()
 
 
 def _read_holder(fd: int) -> dict:

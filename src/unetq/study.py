@@ -30,9 +30,8 @@ from unetq.compress import (
     guard_validation,
 )
 from unetq.config import StudyConfig, to_toml
-from unetq.data import load_inputs, open_dataset
+from unetq.data import load_inputs, mean_tiles_per_image, open_dataset
 from unetq.data.images import image_size
-from unetq.data.tiles import mean_tiles_per_image
 from unetq.errors import ConfigError
 from unetq.evaluate import evaluate_run
 from unetq.fileio import write_csv, write_json, write_text

@@ -350,7 +350,10 @@ def _check_inputs(specs: list[ModelSpec], train: SplitArraysLike, val: SplitArra
         if isinstance(arrays, NativeSplit):
             top = max(int(m.max()) for m in arrays.masks)
             if top >= specs[0].num_classes:
-                raise DataError(f"{split} masks hold class {top} but the models have fewer")
+                raise DataError(
+                    f"{split} masks hold class {top} but the models have "
+                    f"{specs[0].num_classes} classes"
+                )
             continue
         if tuple(arrays.images.shape[1:]) != (size, size, 3):
             raise DataError(

@@ -20,7 +20,7 @@ from unetq.data.images import read_image
 from unetq.data.index import ALL_SPLIT, SPLITS, DatasetIndex, Pair, SplitArrays
 from unetq.data.source import detect_format, open_dataset, scan_dataset
 from unetq.data.synthetic import write_synthetic
-from unetq.data.tiles import NativeSplit, grid_tiles, random_tiles, tiles_per_image
+from unetq.data.tiles import NativeSplit, grid_tiles, mean_tiles_per_image, random_tiles
 
 __all__ = [
     "ALL_SPLIT",
@@ -40,11 +40,11 @@ __all__ = [
     "load_native",
     "load_split",
     "load_whole",
+    "mean_tiles_per_image",
     "open_dataset",
     "read_image",
     "random_tiles",
     "read_mask",
     "scan_dataset",
-    "tiles_per_image",
     "write_synthetic",
 ]

@@ -56,13 +56,16 @@ def detect_format(root: Path) -> str:
     )
 
 
-def open_dataset(cfg: DataConfig, *, progress: Progress | None = None) -> DatasetIndex:
+def open_dataset(
+    cfg: DataConfig, *, progress: Progress | None = None, download: bool = True
+) -> DatasetIndex | None:
     """Resolve and index the dataset of `cfg`.
 
     source 'synthetic': the built-in synthetic dataset. source 'auto': cfg.data_dir, else
     $UNETQ_DATA_DIR, else (pets) the extracted download in the cache, else the download, else,
     when the download is impossible (no network), the synthetic dataset with a note saying so.
     An explicitly given folder that does not exist is an error, never a silent fallback.
+    With `download` False, None where only a download would find the data.
     """
     if cfg.source == "synthetic":
         return _synthetic(cfg, "synthetic dataset (data.source = 'synthetic')", progress)
@@ -91,6 +94,8 @@ def open_dataset(cfg: DataConfig, *, progress: Progress | None = None) -> Datase
         index = scan_pets(cached, cfg)
         index.note = f"{index.note} (downloaded copy)"
         return index
+    if not download:
+        return None
     try:
         root = fetch.fetch_pets(progress=progress)
     except fetch.NetworkError as exc:

@@ -50,7 +50,7 @@ def mean_tiles_per_image(sizes: list[tuple[int, int]], tile: int, overlap: int) 
     """Tiles a whole image takes on average, over images of (height, width) `sizes`."""
     if not sizes:
         return float("nan")
-    counts = [tiles_per_image(max(h, tile), max(w, tile), tile, overlap) for h, w in sizes]
+    counts = [tiles_per_image(h, w, tile, overlap) for h, w in sizes]
     return float(np.mean(counts))
 
 

@@ -12,7 +12,7 @@ import pandas as pd
 
 from unetq.errors import UnetqError
 from unetq.fileio import write_text
-from unetq.recommend import Budgets, recommend, summary_lines
+from unetq.recommend import DEFAULT_MAX_IOU_DROP, Budgets, recommend, summary_lines
 from unetq.report import figures
 from unetq.report.tables import (
     factor_effects,
@@ -194,7 +194,9 @@ def _int8_loss_lines(run: RunFolder, average: pd.DataFrame) -> str:
     best = _best_model(average)
     if best is None:
         return ""
-    budget = run.load_config().compress.max_iou_drop if run.config.exists() else 0.5
+    budget = (
+        run.load_config().compress.max_iou_drop if run.config.exists() else DEFAULT_MAX_IOU_DROP
+    )
     lines = []
     for loss in int8_losses(average, best, budget):
         kept = (
