@@ -13,16 +13,15 @@ from pathlib import Path
 
 from rich.console import Console
 
-from unetq.compress import compress_models, compress_rows, random_images
+from unetq.compress import random_images
 from unetq.config import StudyConfig
 from unetq.data import detect_format, open_dataset
 from unetq.errors import DataError, UnetqError
-from unetq.fileio import write_csv
 from unetq.records import ModelInfo
 from unetq.runfolder import RunFolder
 from unetq.study import (
     StudyContext,
-    report_compress_failures,
+    compress_run_models,
     run_steps,
     step_bench,
     step_compress,
@@ -122,16 +121,7 @@ def step_compress_without_data(ctx: StudyContext) -> None:
     )
     size = ctx.cfg.data.image_size
     calibration, verify = random_images((size, size), cfg)
-    records = compress_models(
-        [ctx.run.model_file(m) for m in ctx.run.model_ids()],
-        variants,
-        calibration=calibration,
-        verify=verify,
-        cfg=cfg,
-        progress=ctx.progress,
-    )
-    report_compress_failures(ctx, records)
-    write_csv(ctx.run.compressed_csv, compress_rows(records))
+    compress_run_models(ctx, variants, calibration, verify)
 
 
 def _model_line(model_id: str, info: ModelInfo) -> str:

@@ -141,14 +141,20 @@ def step_compress(ctx: StudyContext) -> None:
     cfg = ctx.cfg.compress
     train, val = ctx.split("train"), ctx.split("val")
     calibration, verify = compression_images(train.images, val.images, cfg)
+    validation = guard_validation(val, cfg, ctx.index.num_classes, ctx.index.background_class)
+    compress_run_models(ctx, cfg.variants, calibration, verify, validation)
+
+
+def compress_run_models(ctx: StudyContext, variants, calibration, verify, validation=None):
+    """Every model of the run into `variants`; failures reported; compressed_models_info.csv."""
     records = compress_models(
         [ctx.run.model_file(m) for m in ctx.run.model_ids()],
-        cfg.variants,
+        variants,
         calibration=calibration,
         verify=verify,
-        cfg=cfg,
+        cfg=ctx.cfg.compress,
         progress=ctx.progress,
-        validation=guard_validation(val, cfg, ctx.index.num_classes, ctx.index.background_class),
+        validation=validation,
     )
     report_compress_failures(ctx, records)
     write_csv(ctx.run.compressed_csv, compress_rows(records))
