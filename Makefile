@@ -31,7 +31,7 @@ test-latest:
 	rm -rf $(LATEST)
 	$(PYTHON) -m venv $(LATEST)
 	$(LATEST)/bin/pip install --quiet --upgrade pip
-	$(LATEST)/bin/pip install --quiet --upgrade -e ".[test]"
+	$(LATEST)/bin/pip install --quiet --upgrade -e ".[test,ray,mlflow]"
 	$(LATEST)/bin/pip freeze --exclude-editable > $(LATEST)/freeze.txt
 	$(LATEST)/bin/python -m pytest -q
 
@@ -42,7 +42,7 @@ LOCK_TOOLS := .venv-lock
 lock:
 	test -x $(LOCK_TOOLS)/bin/pip-compile || ($(PYTHON) -m venv $(LOCK_TOOLS) && \
 		$(LOCK_TOOLS)/bin/pip install --quiet "pip-tools==7.6.2")
-	CUSTOM_COMPILE_COMMAND="make lock" $(LOCK_TOOLS)/bin/pip-compile pyproject.toml --extra test \
+	CUSTOM_COMPILE_COMMAND="make lock" $(LOCK_TOOLS)/bin/pip-compile pyproject.toml --all-extras \
 		--generate-hashes --allow-unsafe --strip-extras --no-emit-index-url --no-emit-find-links \
 		--upgrade --quiet -o $(LOCK)
 

@@ -433,6 +433,24 @@ def study(
             "--dry-run", help="Print the units of work and their estimated cost; run nothing."
         ),
     ] = False,
+    executor: Annotated[
+        str,
+        typer.Option(
+            help="local, or ray: training, conversion and evaluation as tasks on a Ray cluster "
+            "(needs unetq[ray])."
+        ),
+    ] = "local",
+    ray_address: Annotated[
+        str | None,
+        typer.Option(help="The Ray cluster to join (auto, or HOST:6379); default: start one here."),
+    ] = None,
+    mlflow: Annotated[
+        str | None,
+        typer.Option(
+            help="Log the study to this MLflow tracking URI, e.g. sqlite:///mlflow.db "
+            "(needs unetq[mlflow])."
+        ),
+    ] = None,
 ) -> None:
     """Train the grid, compress every model, evaluate and benchmark every variant, report."""
     from unetq.config import build_config
@@ -443,7 +461,8 @@ def study(
         return
     from unetq.study import run_study
 
-    report = run_study(cfg, out or Path("runs") / preset, console)
+    run_dir = out or Path("runs") / preset
+    report = run_study(cfg, run_dir, console, executor, ray_address, mlflow)
     console.print(f"[bold green]report:[/] {report}")
 
 

@@ -18,6 +18,7 @@ import functools
 import hashlib
 import math
 import multiprocessing
+import os
 import signal
 import tempfile
 import time
@@ -205,6 +206,24 @@ def compress_models(
     return [rec for path in model_paths for rec in results[path]]
 
 
+def unconverted_models(model_paths: list[Path], variants: list[str]) -> list[Path]:
+    """The models with a variant not yet converted from their current content (a cheap look at
+    the sidecars; compress_model still checks every setting)."""
+    converted = [VARIANTS[n] for n in validate_variants(variants) if VARIANTS[n].convert]
+
+    def converted_from(path: Path, variant: Variant) -> str | None:
+        return read_json(sidecar_path(artifact_path(path.parent, variant.name))).get(
+            "source_sha256"
+        )
+
+    todo = []
+    for path in map(Path, model_paths):
+        digest = file_digest(path)
+        if any(converted_from(path, v) != digest for v in converted):
+            todo.append(path)
+    return todo
+
+
 def failed_record(model_id: str, variant: str, error: str) -> CompressRecord:
     """The record of a variant that could not be made: its reason, no artifact."""
     return CompressRecord(
@@ -364,7 +383,7 @@ class _Job:
             write_bytes(path.with_name(f"{variant.name}{suffix}"), content)
         meta = {
             "variant": variant.name,
-            "source": str(self.model_path),
+            "source": os.path.relpath(self.model_path, path.parent),  # portable with the folder
             "source_sha256": self.source_digest,
             "settings": self.settings(variant),
             "convert_seconds": round(seconds, 3),

@@ -131,6 +131,17 @@ class RobustnessConfig(_Strict):
     seed: int = 0
 
 
+class ClusterConfig(_Strict):
+    """What each task asks of a Ray cluster (`unetq study --executor ray`); no effect on results."""
+
+    train_cpus: int = Field(2, ge=1)  # one training run: its TensorFlow threads
+    task_cpus: int = Field(1, ge=1)  # one model's conversions, or its evaluation
+    max_retries: int = Field(3, ge=0)  # times a task whose worker was lost is run again
+    # The benchmark runs on the driver's machine, or on the node offering this custom Ray
+    # resource (`ray start --resources '{"bench": 1}'`), alone on that machine either way.
+    bench_resource: str | None = None
+
+
 class StudyConfig(_Strict):
     name: str = "study"
     data: DataConfig = DataConfig()
@@ -139,6 +150,7 @@ class StudyConfig(_Strict):
     evaluate: EvaluateConfig = EvaluateConfig()
     bench: BenchConfig = BenchConfig()
     robustness: RobustnessConfig = RobustnessConfig()
+    cluster: ClusterConfig = ClusterConfig()
 
 
 def tile_overlap(data: DataConfig) -> int | None:

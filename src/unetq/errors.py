@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import errno
+import importlib
 import os
 import re
 import signal
@@ -35,6 +36,16 @@ class StorageError(UnetqError):
     """A file could not be written: full disk, read-only folder, no permission."""
 
     exit_code = 1
+
+
+def require_extra(module: str, extra: str, feature: str):
+    """Import an optional dependency, or end with one line naming the extra that installs it."""
+    try:
+        return importlib.import_module(module)
+    except ImportError:
+        raise UnetqError(
+            f"{feature} needs {module}, which is not installed: pip install 'unetq[{extra}]'"
+        ) from None
 
 
 class Interrupted(BaseException):  # noqa: N818 (not an error: the user asked to stop)

@@ -208,7 +208,7 @@ def _load_reference(path: Path) -> dict[str, np.ndarray] | None:
 # --- the whole run -----------------------------------------------------------------------------
 
 
-def _load_split(index, split: str, data: DataConfig, progress):
+def load_split_arrays(index, split: str, data: DataConfig, progress=None):
     arrays = load_whole(index, split, data, progress=progress)
     if len(arrays.names) == 0:
         raise DataError(f"split '{split}' of {getattr(index, 'root', 'the dataset')} is empty")
@@ -231,16 +231,22 @@ def evaluate_run(run_dir: Path, index: Any, split: str, cfg: Any, progress: Any 
 
 
 def evaluate_parts(
-    run: RunFolder, out: RunFolder, index: Any, split: str, cfg: Any, progress: Any = None
+    run: RunFolder,
+    out: RunFolder,
+    index: Any,
+    split: str,
+    cfg: Any,
+    progress: Any = None,
+    arrays: Any = None,
 ) -> list[Path]:
     """Evaluate run's models on `split` of `index`; parts go to out's .eval/ (resumable).
 
-    Returns the part files of every (model, variant, runtime), finished ones included.
+    `arrays` are the split's images if already loaded (load_split_arrays). Returns the part
+    files of every (model, variant, runtime), finished ones included.
     """
     model_ids = run.model_ids()
     if not model_ids:
         raise ModelError(f"no trained models in {run.models_dir}")
-    arrays = None
     parts: list[Path] = []
     computed = 0
     for model_id in model_ids:
@@ -250,18 +256,14 @@ def evaluate_parts(
         reference: dict[str, np.ndarray] | None = None
         for vr in runs:
             if arrays is None:  # read once, and only when some model has a variant
-                arrays = _load_split(index, split, cfg.data, progress)
-            limit = cfg.evaluate.max_images or len(arrays.names)
-            if vr.slow:
-                limit = min(limit, cfg.evaluate.slow_variant_max_images)
-            names = list(arrays.names[:limit])
+                arrays = load_split_arrays(index, split, cfg.data, progress)
+            names = _part_names(vr, arrays, cfg)
+            limit = len(names)
             part = out.eval_part(model_id, vr.variant)
             parts.append(part)
             is_reference = (vr.variant, vr.runtime) == ("keras", "keras")
-            if _part_done(part, names, vr.artifact):
-                stored = _load_reference(ref_path) if is_reference else None
-                if not is_reference or (stored is not None and set(names) <= set(stored)):
-                    continue  # finished (the keras part also needs its stored class maps)
+            if _finished(out, model_id, vr, names):
+                continue
             if has_keras and not is_reference and reference is None:
                 reference = _load_reference(ref_path)
             predictor = load_segmenter(
@@ -290,6 +292,36 @@ def evaluate_parts(
             computed += 1
     say_reused(progress, "evaluate", computed, len(parts))
     return parts
+
+
+def _part_names(vr: Any, arrays: Any, cfg: Any) -> list[str]:
+    """The images a variant is scored on: the split (up to max_images), fewer for slow ones."""
+    limit = cfg.evaluate.max_images or len(arrays.names)
+    if vr.slow:
+        limit = min(limit, cfg.evaluate.slow_variant_max_images)
+    return list(arrays.names[:limit])
+
+
+def _finished(out: RunFolder, model_id: str, vr: Any, names: list[str]) -> bool:
+    """The variant's part holds `names` for its artifact (keras: and its class maps are kept)."""
+    if not _part_done(out.eval_part(model_id, vr.variant), names, vr.artifact):
+        return False
+    if (vr.variant, vr.runtime) != ("keras", "keras"):
+        return True
+    stored = _load_reference(out.eval_reference(model_id))
+    return stored is not None and set(names) <= set(stored)
+
+
+def unevaluated_models(run: RunFolder, arrays: Any, cfg: Any) -> list[str]:
+    """The run's models with a variant whose evaluation part is missing or out of date."""
+    return [
+        model_id
+        for model_id in run.model_ids()
+        if not all(
+            _finished(run, model_id, vr, _part_names(vr, arrays, cfg))
+            for vr in variant_runs(run.model_dir(model_id))
+        )
+    ]
 
 
 def write_individual_results(run: RunFolder, parts: list[Path], out: RunFolder | None = None):

@@ -24,12 +24,17 @@ KERAS_SUFFIXES = (".keras", ".h5")
 _OV_PRECISIONS = {"f32": "fp32", "bf16": "bf16", "f16": "fp16"}
 
 
+THREADS_ENV = "UNETQ_THREADS"  # set by a Ray task to the CPUs it was given
+
+
 def usable_cores() -> int:
-    """Cores this process may run on (CPU affinity), else os.cpu_count()."""
+    """Cores this process may run on (CPU affinity, else os.cpu_count()), at most UNETQ_THREADS."""
     try:
-        return len(os.sched_getaffinity(0))
+        cores = len(os.sched_getaffinity(0))
     except AttributeError:  # not Linux
-        return os.cpu_count() or 1
+        cores = os.cpu_count() or 1
+    limit = os.environ.get(THREADS_ENV, "")
+    return min(cores, int(limit)) if limit.isdigit() and int(limit) > 0 else cores
 
 
 class Predictor:

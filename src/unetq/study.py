@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from rich.console import Console
 from rich.progress import (
@@ -23,6 +25,7 @@ from rich.progress import (
 from rich.table import Table
 
 from unetq.bench.run import bench_run
+from unetq.cluster import import_ray, open_executor
 from unetq.compress import (
     compress_models,
     compress_rows,
@@ -41,6 +44,7 @@ from unetq.report.tables import latency_columns, main_table, speedup_columns
 from unetq.robustness import robustness_run
 from unetq.runfolder import RunFolder, read_csv, read_json
 from unetq.runlock import own_run_folder
+from unetq.tracking import check_tracking, log_study
 from unetq.train import train_grid
 
 # Sections whose change alters results: a run folder holds one value of them.
@@ -55,6 +59,8 @@ class StudyContext:
     progress: Progress
     index: object = None
     arrays: dict = field(default_factory=dict)
+    executor: Any = None  # cluster.RayExecutor: sends units to a cluster before each step
+    mlflow: str | None = None  # tracking URI the finished study is logged to
 
     @property
     def run(self) -> RunFolder:
@@ -124,17 +130,16 @@ def tile_info(index, cfg: StudyConfig) -> dict:
 
 def step_train(ctx: StudyContext) -> None:
     if ctx.cfg.data.mode == "tile":  # random crops of the native images: train_grid loads them
-        train_grid(ctx.cfg, ctx.index, None, ctx.run_dir, progress=ctx.progress)
-        return
-    train_grid(
-        ctx.cfg,
-        ctx.split("train"),
-        ctx.split("val"),
-        ctx.run_dir,
-        background_class=ctx.index.background_class,
-        num_classes=ctx.index.num_classes,
-        progress=ctx.progress,
-    )
+        train, val, classes = ctx.index, None, {}
+    else:
+        train, val = ctx.split("train"), ctx.split("val")
+        classes = {
+            "num_classes": ctx.index.num_classes,
+            "background_class": ctx.index.background_class,
+        }
+    if ctx.executor is not None:
+        ctx.executor.train(train, val, ctx.run_dir, ctx.progress, **classes)
+    train_grid(ctx.cfg, train, val, ctx.run_dir, progress=ctx.progress, **classes)
 
 
 def step_compress(ctx: StudyContext) -> None:
@@ -142,6 +147,8 @@ def step_compress(ctx: StudyContext) -> None:
     train, val = ctx.split("train"), ctx.split("val")
     calibration, verify = compression_images(train.images, val.images, cfg)
     validation = guard_validation(val, cfg, ctx.index.num_classes, ctx.index.background_class)
+    if ctx.executor is not None:
+        ctx.executor.compress(ctx.run_dir, calibration, verify, validation, ctx.progress)
     compress_run_models(ctx, cfg.variants, calibration, verify, validation)
 
 
@@ -172,14 +179,20 @@ def report_compress_failures(ctx: StudyContext, records) -> None:
 
 
 def step_evaluate(ctx: StudyContext) -> None:
+    if ctx.executor is not None:
+        ctx.executor.evaluate(ctx.run_dir, ctx.index, ctx.cfg.evaluate.split, ctx.progress)
     evaluate_run(ctx.run_dir, ctx.index, ctx.cfg.evaluate.split, ctx.cfg, progress=ctx.progress)
 
 
 def step_bench(ctx: StudyContext) -> None:
     bench = ctx.cfg.bench
-    bench_run(
-        ctx.run_dir, ctx.cfg, bench.threads, bench.repeats, bench.warmup, progress=ctx.progress
-    )
+    machine = nullcontext(True)  # whatever else runs here is the user's to stop
+    if ctx.executor is not None:  # alone on the driver's node, or on the bench node
+        machine = ctx.executor.bench_machine(ctx.run_dir, ctx.progress)
+    with machine:  # measured on the bench node: this merges its parts and measures nothing
+        bench_run(
+            ctx.run_dir, ctx.cfg, bench.threads, bench.repeats, bench.warmup, progress=ctx.progress
+        )
 
 
 def step_robustness(ctx: StudyContext) -> None:
@@ -191,6 +204,8 @@ def step_report(ctx: StudyContext) -> None:
     if ctx.index is not None and not ctx.run.panel.exists():  # the panel shows a test image
         make_panel(ctx.run_dir)
     build_report(ctx.run_dir)
+    if ctx.mlflow:
+        log_study(ctx.run_dir, ctx.mlflow, ctx.progress)
 
 
 STEPS: list[tuple[str, Callable[[StudyContext], None]]] = [
@@ -204,9 +219,22 @@ STEPS: list[tuple[str, Callable[[StudyContext], None]]] = [
 ]
 
 
-def run_study(cfg: StudyConfig, run_dir: Path, console: Console | None = None) -> Path:
-    """Run every step of the study into run_dir; return the report's path."""
-    return run_steps(cfg, run_dir, STEPS, "study", console)
+def run_study(
+    cfg: StudyConfig,
+    run_dir: Path,
+    console: Console | None = None,
+    executor: str = "local",
+    ray_address: str | None = None,
+    mlflow: str | None = None,
+) -> Path:
+    """Run every step of the study into run_dir (units on a Ray cluster with executor 'ray',
+    the finished study logged to the MLflow tracking URI `mlflow`); return the report's path."""
+    if mlflow:  # a missing extra or a bad URI ends the study before it starts
+        check_tracking(mlflow)
+    if executor == "ray":
+        import_ray()
+    fields = {"mlflow": mlflow}
+    return run_steps(cfg, run_dir, STEPS, "study", console, fields, executor, ray_address)
 
 
 def run_steps(
@@ -216,13 +244,16 @@ def run_steps(
     what: str,
     console: Console | None = None,
     ctx_fields: dict | None = None,
+    executor: str = "local",
+    ray_address: str | None = None,
 ) -> Path:
     """Run `steps` in order into run_dir (config.toml first), log their times, print the summary;
-    return the report's path."""
+    return the report's path. The run folder is this process's alone while it runs."""
     console = console or Console()
     run_dir = Path(run_dir)
-    with own_run_folder(run_dir):
-        return _run_steps(cfg, run_dir, steps, what, console, ctx_fields)
+    with own_run_folder(run_dir), open_executor(executor, ray_address, cfg, console) as ex:
+        fields = {**(ctx_fields or {}), "executor": ex}
+        return _run_steps(cfg, run_dir, steps, what, console, fields)
 
 
 def _run_steps(cfg, run_dir: Path, steps, what: str, console: Console, ctx_fields) -> Path:

@@ -662,7 +662,7 @@ def grid_specs(cfg: Any, num_classes: int) -> list[list[ModelSpec]]:
     ]
 
 
-def _grid_data(cfg: Any, train: Any, val: Any, num_classes, background_class, progress):
+def grid_data(cfg: Any, train: Any, val: Any, num_classes, background_class, progress):
     if hasattr(train, "splits"):  # a DatasetIndex: load its train and val splits
         index, size = train, cfg.data.image_size
         if cfg.data.mode == "tile":
@@ -686,6 +686,12 @@ def _grid_data(cfg: Any, train: Any, val: Any, num_classes, background_class, pr
     return train, val, num_classes, background_class
 
 
+def unfinished_runs(runs: list[list[ModelSpec]], run_dir: Path) -> list[list[ModelSpec]]:
+    """The training runs (grid_specs) with a horizon not yet finished in run_dir."""
+    run = RunFolder(run_dir)
+    return [specs for specs in runs if not all(_is_done(run, s.model_id) for s in specs)]
+
+
 def train_grid(
     cfg: Any,
     train: Any,
@@ -706,7 +712,7 @@ def train_grid(
     folders 0). Or `train` is a DatasetIndex and `val` None: its splits are loaded and its
     classes used. Models already trained are not trained again.
     """
-    train, val, num_classes, background_class = _grid_data(
+    train, val, num_classes, background_class = grid_data(
         cfg, train, val, num_classes, background_class, progress
     )
     run_dir = Path(run_dir)

@@ -144,7 +144,6 @@ def bench_run(
         model_ids = [m for m in model_ids if m in set(bench_cfg.models)]
     if not model_ids:
         raise UnetqError(f"no trained models to benchmark in {run.models_dir}")
-    write_json(run.machine, machine_info())
     size = cfg.data.image_size
     timed = bench_images((size, size), n_images, source=images)
     plan = []  # (model_id, [(variant, job, part, params), ...], skipped) still to measure
@@ -174,6 +173,8 @@ def bench_run(
                 todo.append((variant, job, part, params))
         total += len(jobs)
         plan.append((model_id, todo, len(jobs) - len(todo)))
+    if any(todo for _, todo, _ in plan) or not run.machine.exists():
+        write_json(run.machine, machine_info())  # the machine of the measurements, not a reader
     task = progress.add_task("bench", total=total) if progress is not None else None
     failures: list[str] = []
     for model_id, todo, skipped in plan:

@@ -1,0 +1,126 @@
+"""`unetq study --executor ray`: units as Ray tasks on a real cluster, files written back by the
+driver, results equal to the local executor's, a killed worker retried."""
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+
+from csvcompare import CSVS, assert_same_results
+from runhelp import run_cli
+from unetq.cluster import TASK_NAME, pack, run_unit, unpack
+from unetq.runfolder import RunFolder
+from unetq.runtimes import THREADS_ENV, usable_cores
+
+BIN = Path(sys.executable).parent
+
+
+def _write_three(root: Path, marker: str) -> None:
+    (root / "models" / "m").mkdir(parents=True, exist_ok=True)
+    (root / "models" / "m" / "model.keras").write_text(marker)
+    time.sleep(0.01)
+    (root / "models" / "m" / "done.json").write_text("{}")
+    (root / "kept.txt").write_text((root / "kept.txt").read_text())  # same content, rewritten
+
+
+def test_a_unit_returns_only_what_it_wrote_oldest_first_and_the_driver_writes_it_back(tmp_path):
+    source = tmp_path / "run"
+    (source / "models" / "m").mkdir(parents=True)
+    (source / "kept.txt").write_text("k")
+    (source / "untouched.txt").write_text("u")
+    files = pack(source, [source / "kept.txt", source / "untouched.txt", source / "models"])
+    assert files == {"kept.txt": b"k", "untouched.txt": b"u"}
+
+    back = run_unit(_write_three, files, 3, "weights")
+    assert list(back) == ["models/m/model.keras", "models/m/done.json", "kept.txt"]
+    assert back["models/m/model.keras"] == b"weights"
+    assert os.environ[THREADS_ENV] == "3" and usable_cores() == min(3, len(os.sched_getaffinity(0)))
+    os.environ.pop(THREADS_ENV)
+
+    unpack(source, back)
+    assert (source / "models/m/model.keras").read_text() == "weights"
+    assert (source / "untouched.txt").read_text() == "u"
+    assert not list(source.rglob(".*part*"))  # atomic writes leave no temporaries
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def ray_head(tmp_path):
+    """A real Ray head started with `ray start`: 2 CPUs, the custom resource 'bench', token
+    authentication (the driver needs RAY_AUTH_MODE=token too)."""
+    pytest.importorskip("ray", reason="ray is not installed (pip install 'unetq[ray]')")
+    port = _free_port()
+    env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", "RAY_AUTH_MODE": "token"}
+    start = [str(BIN / "ray"), "start", "--head", f"--port={port}", "--num-cpus=2"]
+    start += ["--resources", json.dumps({"bench": 1}), "--include-dashboard=false"]
+    subprocess.run(start, check=True, capture_output=True, env=env, timeout=180)
+    try:
+        yield f"127.0.0.1:{port}"
+    finally:
+        subprocess.run([str(BIN / "ray"), "stop", "--force"], capture_output=True, timeout=120)
+
+
+def _kill_first_unit(proc: subprocess.Popen, timeout: float) -> int | None:
+    """SIGKILL the first worker process seen running a unetq unit; its pid."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and proc.poll() is None:
+        for p in psutil.process_iter(["cmdline"]):
+            if (p.info["cmdline"] or [""])[0].startswith(f"ray::{TASK_NAME}"):
+                p.send_signal(signal.SIGKILL)
+                return p.pid
+        time.sleep(0.2)
+    return None
+
+
+@pytest.mark.slow
+def test_the_smoke_study_on_a_ray_cluster_equals_the_local_one_though_a_worker_is_killed(
+    smoke_run, cache_env, tmp_path, ray_head
+):
+    out = tmp_path / "smoke"
+    args = ["study", "--preset", "smoke", "--out", str(out), "--executor", "ray"]
+    args += ["--ray-address", ray_head, "--set", "cluster.bench_resource=bench"]
+    proc = subprocess.Popen(
+        [str(BIN / "unetq"), *args],
+        env={**cache_env, "RAY_AUTH_MODE": "token"},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    killed = _kill_first_unit(proc, timeout=300)
+    output, _ = proc.communicate(timeout=900)
+    assert proc.returncode == 0, output[-3000:]
+    assert killed is not None, "no worker was seen running a unit"
+    assert "will be retried" in output  # Ray said so; the study went on
+    assert_same_results(smoke_run, out)
+    machine = json.loads(RunFolder(out).machine.read_text())
+    assert machine  # measured on the node with the 'bench' resource, and described
+
+
+@pytest.mark.slow
+def test_a_finished_study_rerun_on_a_local_ray_instance_computes_nothing(
+    smoke_run, cache_env, tmp_path
+):
+    pytest.importorskip("ray", reason="ray is not installed (pip install 'unetq[ray]')")
+    out = tmp_path / "smoke"
+    shutil.copytree(smoke_run, out)
+    before = {name: (out / name).read_bytes() for name in CSVS}
+    artifacts = {p: p.stat().st_mtime_ns for p in out.rglob("*") if p.suffix == ".tflite"}
+    proc = run_cli(["study", "--preset", "smoke", "--out", out, "--executor", "ray"], cache_env)
+    assert "ray: 1 node(s)" in proc.stdout
+    assert {p: p.stat().st_mtime_ns for p in artifacts} == artifacts
+    for name in ("trained_models_info.csv", "robustness.csv"):  # (the others name their paths)
+        assert (out / name).read_bytes() == before[name], name
+    assert_same_results(smoke_run, out)
