@@ -150,7 +150,9 @@ class RayExecutor:
             self.ray.shutdown()
 
     # --- the study's units
-    def train(self, train, val, run_dir: Path, progress, num_classes, background_class) -> None:
+    def train(
+        self, train, val, run_dir: Path, progress, num_classes=None, background_class=None
+    ) -> None:
         """Every unfinished training run (one per arch x filters x batch norm) as a task."""
         train, val, num_classes, background_class = grid_data(
             self.cfg, train, val, num_classes, background_class, progress
@@ -160,12 +162,22 @@ class RayExecutor:
             return
         run = RunFolder(run_dir)
         train_ref, val_ref = self.ray.put(train), self.ray.put(val)
+        cpus = self.cfg.cluster.train_cpus
         units = {}
         for specs in runs:
             paths = [run.model_dir(s.model_id) for s in specs] + [run.train_state(specs[0].run_id)]
-            args = (_train, pack(run.root, [p for p in paths if p.exists()]))
-            args += (self.cfg.cluster.train_cpus, specs, train_ref, val_ref, self.cfg.train)
-            units[f"train {specs[0].run_id}"] = (args + (background_class,), "train_cpus")
+            files = pack(run.root, [p for p in paths if p.exists()])
+            args = (
+                _train,
+                files,
+                cpus,
+                specs,
+                train_ref,
+                val_ref,
+                self.cfg.train,
+                background_class,
+            )
+            units[f"train {specs[0].run_id}"] = (args, {"num_cpus": cpus})
         self._run(units, run_dir, progress)
 
     def compress(self, run_dir: Path, calibration, verify, validation, progress) -> None:
@@ -176,13 +188,14 @@ class RayExecutor:
         todo = unconverted_models(models, variants)
         if not todo:
             return
-        refs = [self.ray.put(a) for a in (calibration, verify, validation)]
+        calibration, verify, validation = map(self.ray.put, (calibration, verify, validation))
+        cpus = self.cfg.cluster.task_cpus
         units = {}
         for path in todo:
             model_id = path.parent.name
-            args = (_compress, pack(run.root, [path.parent]), self.cfg.cluster.task_cpus)
-            args += (model_id, variants, *refs[:2], self.cfg.compress, refs[2])
-            units[f"compress {model_id}"] = (args, "task_cpus")
+            args = (_compress, pack(run.root, [path.parent]), cpus, model_id, variants)
+            args += (calibration, verify, self.cfg.compress, validation)
+            units[f"compress {model_id}"] = (args, {"num_cpus": cpus})
         self._run(units, run_dir, progress)
 
     def evaluate(self, run_dir: Path, index, split: str, progress) -> None:
@@ -194,13 +207,14 @@ class RayExecutor:
         todo = unevaluated_models(run, arrays, self.cfg)
         if not todo:
             return
-        arrays_ref = self.ray.put(arrays)
+        arrays = self.ray.put(arrays)
+        cpus = self.cfg.cluster.task_cpus
         units = {}
         for model_id in todo:
             folders = [run.model_dir(model_id), run.eval_part(model_id, "keras").parent]
             files = pack(run.root, [p for p in folders if p.exists()])
-            args = (_evaluate, files, self.cfg.cluster.task_cpus, index, split, self.cfg)
-            units[f"evaluate {model_id}"] = (args + (arrays_ref,), "task_cpus")
+            args = (_evaluate, files, cpus, index, split, self.cfg, arrays)
+            units[f"evaluate {model_id}"] = (args, {"num_cpus": cpus})
         self._run(units, run_dir, progress)
 
     @contextmanager
@@ -256,14 +270,14 @@ class RayExecutor:
             ray.kill(actor)
 
     # --- running a batch of units
-    def _run(self, units: dict[str, tuple[tuple, str | dict]], run_dir: Path, progress) -> None:
-        """Submit every unit, write each one's files as it finishes; errors end the study."""
+    def _run(self, units: dict[str, tuple[tuple, dict]], run_dir: Path, progress) -> None:
+        """Submit every unit (label -> run_unit's arguments, Ray options), write each one's
+        files as it finishes; an error ends the study."""
         ray = self.ray
-        cluster = self.cfg.cluster
+        retries = self.cfg.cluster.max_retries
         refs = {}
-        for label, (args, cpus) in units.items():
-            options = cpus if isinstance(cpus, dict) else {"num_cpus": getattr(cluster, cpus)}
-            task = self.task.options(name=TASK_NAME, max_retries=cluster.max_retries, **options)
+        for label, (args, options) in units.items():
+            task = self.task.options(name=TASK_NAME, max_retries=retries, **options)
             refs[task.remote(*args)] = label
         bar = progress.add_task(f"ray: {next(iter(units))}", total=len(refs)) if progress else None
         pending = list(refs)
