@@ -70,3 +70,20 @@ def test_the_local_study_runs_without_the_extras(plain_env, smoke_run, tmp_path)
     proc = unetq(["study", "--preset", "smoke", "--out", out], plain_env)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert_same_results(smoke_run, out)
+
+
+@pytest.mark.parametrize(
+    ("option", "says"),
+    [
+        (["--executor", "dask"], "error: unknown executor 'dask' (choose from local, ray)"),
+        (["--ray-address", "auto"], "error: --ray-address needs --executor ray"),
+    ],
+)
+def test_an_executor_that_cannot_run_is_one_line_before_anything_is_written(
+    cache_env, tmp_path, option, says
+):
+    out = tmp_path / "smoke"
+    proc = unetq(["study", "--preset", "smoke", "--out", out, *option], cache_env)
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines() == [says]
+    assert not out.exists()

@@ -321,13 +321,18 @@ class _Holder:
         return True
 
 
+def check_executor(name: str, address: str | None) -> None:
+    """One line, before anything is written, for an executor that cannot run here."""
+    if name not in EXECUTORS:
+        raise UnetqError(f"unknown executor '{name}' (choose from {', '.join(EXECUTORS)})")
+    if name == "local" and address:
+        raise UnetqError("--ray-address needs --executor ray")
+    if name == "ray":
+        import_ray()
+
+
 def open_executor(name: str, address: str | None, cfg: StudyConfig, console: Any):
     """The executor a study runs with, as a context manager: None for local (the steps do all
     the work themselves), else a RayExecutor connected for the study's duration."""
-    if name not in EXECUTORS:
-        raise UnetqError(f"unknown executor '{name}' (choose from {', '.join(EXECUTORS)})")
-    if name == "local":
-        if address:
-            raise UnetqError("--ray-address needs --executor ray")
-        return nullcontext()
-    return RayExecutor(address, cfg, console)
+    check_executor(name, address)
+    return RayExecutor(address, cfg, console) if name == "ray" else nullcontext()

@@ -25,7 +25,7 @@ from rich.progress import (
 from rich.table import Table
 
 from unetq.bench.run import bench_run
-from unetq.cluster import import_ray, open_executor
+from unetq.cluster import check_executor, open_executor
 from unetq.compress import (
     compress_models,
     compress_rows,
@@ -205,7 +205,8 @@ def step_report(ctx: StudyContext) -> None:
         make_panel(ctx.run_dir)
     build_report(ctx.run_dir)
     if ctx.mlflow:
-        log_study(ctx.run_dir, ctx.mlflow, ctx.progress)
+        experiment = log_study(ctx.run_dir, ctx.mlflow, ctx.progress)
+        ctx.console.print(f"mlflow: logged to {ctx.mlflow} (experiment {experiment})")
 
 
 STEPS: list[tuple[str, Callable[[StudyContext], None]]] = [
@@ -231,8 +232,7 @@ def run_study(
     the finished study logged to the MLflow tracking URI `mlflow`); return the report's path."""
     if mlflow:  # a missing extra or a bad URI ends the study before it starts
         check_tracking(mlflow)
-    if executor == "ray":
-        import_ray()
+    check_executor(executor, ray_address)
     fields = {"mlflow": mlflow}
     return run_steps(cfg, run_dir, STEPS, "study", console, fields, executor, ray_address)
 
