@@ -23,7 +23,8 @@ from unetq.variants import VARIANTS
 
 # The full Oxford-IIIT Pet: image files in images.tar.gz (the seed split cuts at 80% / 90%).
 FULL_PETS_IMAGES = 7390
-PROBE_STEPS = 3
+PROBE_STEPS = 3  # timed steps at most; fewer once PROBE_SECONDS have passed (slow machines)
+PROBE_SECONDS = 5.0
 PROBE_BATCH = 32  # the seed preset's batch; larger batches would make the probe slow
 TRAIN_MACS_FACTOR = 3  # a training step: forward, and a backward pass of about twice its cost
 
@@ -80,7 +81,8 @@ def split_counts(cfg: StudyConfig) -> tuple[str, int, int, int, int]:
 
 def probe_seconds_per_gmac(cfg: StudyConfig, num_classes: int) -> tuple[float, float]:
     """Seconds per GMAC of a training step of the grid's smallest model, measured here over a
-    few steps (batch at most PROBE_BATCH, after one untimed step); and the probe's wall time.
+    few steps (batch at most PROBE_BATCH, after one untimed step; one step once PROBE_SECONDS
+    have passed); and the probe's wall time.
     Small batches use the cores less well than the study's, so the estimate errs long."""
     import keras
 
@@ -96,9 +98,11 @@ def probe_seconds_per_gmac(cfg: StudyConfig, num_classes: int) -> tuple[float, f
     y = rng.integers(0, num_classes, (batch, size, size))
     model.train_on_batch(x, y)
     timed = time.perf_counter()
-    for _ in range(PROBE_STEPS):
+    steps, elapsed = 0, 0.0
+    while steps < PROBE_STEPS and (steps == 0 or elapsed < PROBE_SECONDS):
         model.train_on_batch(x, y)
-    per_step = (time.perf_counter() - timed) / PROBE_STEPS
+        steps, elapsed = steps + 1, time.perf_counter() - timed
+    per_step = elapsed / steps
     gmacs = TRAIN_MACS_FACTOR * batch * count_macs(model) / 1e9
     keras.backend.clear_session()
     return per_step / gmacs, time.perf_counter() - started
