@@ -58,11 +58,8 @@ def unpack(root: Path, files: Files) -> None:
 
 
 def _snapshot(root: Path) -> dict[str, tuple[int, int]]:
-    return {
-        p.relative_to(root).as_posix(): (p.stat().st_mtime_ns, p.stat().st_size)
-        for p in root.rglob("*")
-        if p.is_file()
-    }
+    stats = {p.relative_to(root).as_posix(): p.stat() for p in root.rglob("*") if p.is_file()}
+    return {rel: (st.st_mtime_ns, st.st_size) for rel, st in stats.items()}
 
 
 def _written_since(root: Path, before: dict[str, tuple[int, int]]) -> Files:

@@ -62,6 +62,7 @@ class _Logger:
     def __init__(self, client, uri: str, run: RunFolder):
         self.client, self.uri, self.run = client, uri, run
         self.folder = str(run.root.resolve())
+        self.cfg = run.load_config()
 
     def log(self, progress: Any) -> str:
         experiment = self.experiment()
@@ -110,7 +111,6 @@ class _Logger:
     # --- what is logged
     def params(self, model_id: str) -> dict[str, Any]:
         ident = ModelId.parse(model_id)
-        cfg = self.run.load_config()
         params: dict[str, Any] = {}
         if ident is not None:
             params = {
@@ -120,23 +120,21 @@ class _Logger:
                 "epochs": ident.epochs,
             }
         for section, keys in SETTINGS.items():
-            values = getattr(cfg, section)
+            values = getattr(self.cfg, section)
             params.update({f"{section}.{k}": getattr(values, k) for k in keys})
         return params
 
     def variant_metrics(self) -> dict[str, dict[str, float]]:
-        """Per model: `<variant>@<runtime>.<metric>` (the runtime only where it is not the
-        variant's own) for accuracy, size, memory and latency at each thread count."""
+        """Per model: `<variant>.<metric>` (`<variant>@<runtime>.<metric>` where the runtime is
+        not the variant's own) for accuracy, size, memory and latency at each thread count."""
         table = main_table(read_csv(self.run.average_csv))
+        columns = [c for c in table.columns if c in VARIANT_METRICS or c.startswith("ms_")]
         out: dict[str, dict[str, float]] = {}
         for row in table.to_dict("records"):
             key = row["variant"]
-            columns = [c for c in table.columns if c in VARIANT_METRICS or c.startswith("ms_")]
-            metrics = out.setdefault(row["model"], {})
-            for column in columns:
-                name = f"{key}.{column}" if row["runtime"] == _own_runtime(key) else None
-                name = name or f"{key}@{row['runtime']}.{column}"
-                metrics[name] = row[column]
+            if row["runtime"] != _own_runtime(key):
+                key = f"{key}@{row['runtime']}"
+            out.setdefault(row["model"], {}).update({f"{key}.{c}": row[c] for c in columns})
         return out
 
     def log_params(self, run_id: str, params: dict[str, Any]) -> None:
@@ -155,7 +153,9 @@ class _Logger:
         from mlflow.entities import Metric
 
         now = int(time.time() * 1000)
-        numeric = [c for c in history.columns if c != "epoch" and _is_numeric(history[c])]
+        numeric = [
+            c for c in history.columns if c != "epoch" and pd.api.types.is_numeric_dtype(history[c])
+        ]
         metrics = [
             Metric(f"train.{c}", float(row[c]), now, int(row["epoch"]))
             for row in history.to_dict("records")
@@ -214,10 +214,6 @@ def _own_runtime(variant: str) -> str:
 
 def _quoted(value: str) -> str:
     return value.replace("'", "\\'")
-
-
-def _is_numeric(column: pd.Series) -> bool:
-    return pd.api.types.is_numeric_dtype(column)
 
 
 def _finite(value: Any) -> bool:
