@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 LOCK := requirements.lock
 LATEST := .venv-latest
 
-.PHONY: install demo test test-latest lint format lock clean
+.PHONY: install demo test test-all test-latest lint format lock clean
 
 $(STAMP): pyproject.toml $(LOCK)
 	rm -rf $(VENV)
@@ -22,9 +22,16 @@ install: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/unetq study --preset quick --out runs/quick
 
+# The fast tier: unit tests and the quick integration tests (a few minutes on 2 cores). Tests
+# marked `slow`, or using a fixture that runs a whole study (tests/conftest.py), are left out.
 test: $(STAMP)
 	$(BIN)/ruff check src tests benchmarks
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -m "not slow"
+
+# Everything, the slow tier too (CI runs this), with the 25 slowest tests listed at the end.
+test-all: $(STAMP)
+	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/python -m pytest -q --durations=25
 
 # The newest versions pyproject's ranges allow (no lock), so drift is seen here before users meet it.
 test-latest:

@@ -1,13 +1,17 @@
 """`unetq study --executor ray`: units as Ray tasks on a real cluster, files written back by the
 driver, results equal to the local executor's, a killed worker retried."""
 
+import contextlib
 import json
 import os
+import re
 import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -23,12 +27,13 @@ from unetq.runtimes import THREADS_ENV, usable_cores
 BIN = Path(sys.executable).parent
 
 
-def _write_three(root: Path, marker: str) -> None:
+def _write_three(root: Path, marker: str) -> str:
     (root / "models" / "m").mkdir(parents=True, exist_ok=True)
     (root / "models" / "m" / "model.keras").write_text(marker)
     time.sleep(0.01)
     (root / "models" / "m" / "done.json").write_text("{}")
     (root / "kept.txt").write_text((root / "kept.txt").read_text())  # same content, rewritten
+    return "written"
 
 
 def test_a_unit_returns_only_what_it_wrote_oldest_first_and_the_driver_writes_it_back(tmp_path):
@@ -39,7 +44,8 @@ def test_a_unit_returns_only_what_it_wrote_oldest_first_and_the_driver_writes_it
     files = pack(source, [source / "kept.txt", source / "untouched.txt", source / "models"])
     assert files == {"kept.txt": b"k", "untouched.txt": b"u"}
 
-    back = run_unit(_write_three, files, 3, "weights")
+    back, result = run_unit(_write_three, files, 3, "weights")
+    assert result == "written"
     assert list(back) == ["models/m/model.keras", "models/m/done.json", "kept.txt"]
     assert back["models/m/model.keras"] == b"weights"
     assert os.environ[THREADS_ENV] == "3" and usable_cores() == min(3, len(os.sched_getaffinity(0)))
@@ -58,19 +64,44 @@ def _free_port() -> int:
 
 
 @pytest.fixture
-def ray_head(tmp_path):
+def ray_head():
     """A real Ray head started with `ray start`: 2 CPUs, the custom resource 'bench', token
-    authentication (the driver needs RAY_AUTH_MODE=token too)."""
+    authentication (the driver needs RAY_AUTH_MODE=token too). Its token is in the session's
+    private HOME (tests/conftest.py), where `ray start` and every driver look for it."""
     pytest.importorskip("ray", reason="ray is not installed (pip install 'unetq[ray]')")
     port = _free_port()
     env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", "RAY_AUTH_MODE": "token"}
+    generate = [str(BIN / "ray"), "get-auth-token", "--generate"]  # $HOME/.ray/auth_token
+    subprocess.run(generate, check=True, capture_output=True, env=env, timeout=120)
+    temp = tempfile.mkdtemp(prefix="head", dir=os.environ.get("RAY_TMPDIR"))  # short: sockets
     start = [str(BIN / "ray"), "start", "--head", f"--port={port}", "--num-cpus=2"]
     start += ["--resources", json.dumps({"bench": 1}), "--include-dashboard=false"]
-    subprocess.run(start, check=True, capture_output=True, env=env, timeout=180)
+    start += [f"--temp-dir={temp}"]
     try:
+        subprocess.run(start, check=True, capture_output=True, env=env, timeout=180)
         yield f"127.0.0.1:{port}"
     finally:
-        subprocess.run([str(BIN / "ray"), "stop", "--force"], capture_output=True, timeout=120)
+        _stop_head(temp, port)
+        shutil.rmtree(temp, ignore_errors=True)
+
+
+def _stop_head(temp: str, port: int) -> None:
+    """End the processes of the head started in `temp` on `port`, and their children: not every
+    Ray process of the machine, as `ray stop` would (another user's cluster among them)."""
+    ours = re.compile(rf"{re.escape(temp)}|:{port}\b")
+    found: dict[int, psutil.Process] = {}
+    for proc in psutil.process_iter(["cmdline"]):
+        if ours.search(" ".join(proc.info["cmdline"] or [])):
+            with contextlib.suppress(psutil.NoSuchProcess):
+                found.update({p.pid: p for p in [proc, *proc.children(recursive=True)]})
+    found.pop(os.getpid(), None)
+    for proc in found.values():
+        with contextlib.suppress(psutil.NoSuchProcess):
+            proc.terminate()
+    _, alive = psutil.wait_procs(list(found.values()), timeout=5)
+    for proc in alive:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            proc.kill()
 
 
 def _kill_first_unit(proc: subprocess.Popen, timeout: float) -> int | None:
@@ -124,3 +155,77 @@ def test_a_finished_study_rerun_on_a_local_ray_instance_computes_nothing(
     for name in ("trained_models_info.csv", "robustness.csv"):  # (the others name their paths)
         assert (out / name).read_bytes() == before[name], name
     assert_same_results(smoke_run, out)
+
+
+# --- a head that does not answer: one line within cluster.connect_timeout_s ---------------------
+
+
+def _ray_nodes_of(pid: int) -> list[str]:
+    """The raylet and GCS processes of a Ray session that process `pid` started (Ray names the
+    session folder after it), whoever else runs Ray on this machine."""
+    session = re.compile(rf"session_[0-9_-]+_{pid}\b")
+    return [
+        " ".join(p.info["cmdline"])
+        for p in psutil.process_iter(["name", "cmdline"])
+        if p.info["name"] in ("raylet", "gcs_server")
+        and session.search(" ".join(p.info["cmdline"] or []))
+    ]
+
+
+@pytest.fixture
+def silent_port():
+    """A port that accepts TCP connections and never says a word (not a Ray head); yields the
+    port and the times connections were accepted."""
+    server = socket.create_server(("", 0))
+    accepted: list[float] = []
+    conns = []
+
+    def accept():
+        while True:
+            try:
+                conns.append(server.accept()[0])
+            except OSError:  # closed
+                return
+            accepted.append(time.monotonic())
+
+    threading.Thread(target=accept, daemon=True).start()
+    try:
+        yield server.getsockname()[1], accepted
+    finally:
+        server.close()
+        for conn in conns:
+            conn.close()
+
+
+@pytest.mark.parametrize("listening", [False, True], ids=["nothing-listens", "not-ray"])
+def test_a_ray_head_that_does_not_answer_is_one_line_within_the_timeout(
+    listening, request, cache_env, tmp_path
+):
+    pytest.importorskip("ray", reason="ray is not installed (pip install 'unetq[ray]')")
+    port, accepted = request.getfixturevalue("silent_port") if listening else (_free_port(), [])
+    address, timeout = f"127.0.0.1:{port}", 5
+    args = ["study", "--preset", "smoke", "--out", tmp_path / "smoke", "--executor", "ray"]
+    args += ["--ray-address", address, "--set", f"cluster.connect_timeout_s={timeout}"]
+    started = time.monotonic()
+    proc = subprocess.Popen(
+        [str(BIN / "unetq"), *map(str, args)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**cache_env, "RAY_USAGE_STATS_ENABLED": "0"},
+    )
+    stdout, stderr = proc.communicate(timeout=300)
+    ended = time.monotonic()
+    assert proc.returncode == 2, stderr[-2000:]
+    lines = [ln for ln in stderr.splitlines() if ln.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: ") and address in lines[0], lines
+    assert "Traceback" not in stdout
+    # From the first connection to the end (after the imports of a busy 2-core machine):
+    if listening:
+        assert accepted, "the head's port was never tried"
+        assert ended - accepted[0] < timeout + 5, f"{ended - accepted[0]:.1f} s after connecting"
+        assert "no Ray head answered within 5 s" in lines[0]
+    else:
+        assert "connection refused" in lines[0]
+    assert ended - started < timeout + 120, f"took {ended - started:.0f} s"
+    assert _ray_nodes_of(proc.pid) == []  # no raylet or GCS started, none left behind

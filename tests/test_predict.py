@@ -61,6 +61,7 @@ def test_missing_model_or_images_fail_cleanly(tiny, tmp_path, images):
         predict_images(model, tmp_path / "missing", tmp_path / "out")
 
 
+@pytest.mark.slow  # four CLI processes, each loading TensorFlow: over 30 s on 2 cores
 def test_cli_predict_and_show(tiny, images, tmp_path):
     env = {"UNETQ_CACHE_DIR": str(tiny.cache_dir), "PATH": "/usr/bin:/bin"}
     model = tiny.run_dir / "models" / COMPRESSED / "tflite-int8.tflite"

@@ -72,6 +72,7 @@ def start(args, **kwargs) -> subprocess.Popen:
     )
 
 
+@pytest.mark.slow  # a smoke study, then a benchmark or a study in a child
 def test_a_second_unetq_on_a_busy_run_folder_exits_2_and_the_first_finishes(
     smoke_run, cache_env, tmp_path
 ):
@@ -94,6 +95,7 @@ def test_a_second_unetq_on_a_busy_run_folder_exits_2_and_the_first_finishes(
     assert first.returncode == 0, err[-2000:]
 
 
+@pytest.mark.slow  # a smoke study, then a benchmark or a study in a child
 def test_after_kill_9_a_rerun_takes_the_folder_over_and_completes(smoke_run, cache_env, tmp_path):
     run_dir = tmp_path / "smoke"
     shutil.copytree(smoke_run, run_dir)

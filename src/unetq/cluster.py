@@ -1,11 +1,12 @@
 """`unetq study --executor ray`: training runs, conversions and evaluations as Ray tasks.
 
-No file system is shared. A task gets the files its unit needs as bytes, works in a scratch run
-folder of its own and returns the files it wrote; the driver writes them atomically into the run
-folder in the order they were written (so a `done.json` or sidecar still lands last). The study's
-own steps then find that work finished, by the same checks that resume an interrupted study, and
-only merge the records. A task whose worker is lost runs again (cluster.max_retries); a rerun of
-the study skips every unit already written back.
+`RayExecutor` is a runner of stages (unetq.work): each group of units of a distributed stage
+(one training run, one model's conversions, one model's evaluation) becomes a task. No file
+system is shared. A task gets the files its group needs as bytes (`Stage.needs`), runs the group
+in a scratch copy of the run folder and returns the files it wrote; the driver writes them
+atomically into the run folder in the order they were written (so each unit's record still
+lands last) and the stage merges as it does on one machine. A task whose worker is lost runs
+again (cluster.max_retries); a rerun of the study skips every unit already written back.
 
 Benchmarks are never tasks among others: the bench step runs after every task has finished, on
 the driver's machine while a Ray placeholder holds all of that node's CPUs (so no other Ray work
@@ -16,21 +17,22 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
+import sys
 import tempfile
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import Any
 
 from unetq.bench.run import bench_run
-from unetq.compress import compress_models, unconverted_models
 from unetq.config import StudyConfig
 from unetq.errors import UnetqError, first_line, require_extra
-from unetq.evaluate import evaluate_parts, load_split_arrays, unevaluated_models
 from unetq.fileio import write_bytes
 from unetq.runfolder import RunFolder
 from unetq.runtimes import THREADS_ENV
-from unetq.train import grid_data, grid_specs, train_run, unfinished_runs
+from unetq.work import Failures, Stage, Unit, local_runner, run_group
 
 EXECUTORS = ("local", "ray")
 TASK_NAME = "unetq_unit"  # a busy worker's process title is ray::unetq_unit
@@ -69,32 +71,26 @@ def _written_since(root: Path, before: dict[str, tuple[int, int]]) -> Files:
     return {rel: (root / rel).read_bytes() for _, rel in changed}
 
 
-def run_unit(work: Callable[..., None], files: Files, threads: int, *args: Any) -> Files:
-    """The body of every task: `work(scratch_root, *args)` on a scratch copy of `files`."""
+def run_unit(work: Callable[..., Any], files: Files, threads: int, *args: Any) -> tuple[Files, Any]:
+    """The body of every task: `work(scratch_root, *args)` on a scratch copy of `files`; the
+    files it wrote and what it returned."""
     os.environ[THREADS_ENV] = str(threads)
     with tempfile.TemporaryDirectory(prefix="unetq-unit-") as tmp:
         root = Path(tmp)
         unpack(root, files)
         before = _snapshot(root)
-        work(root, *args)
-        return _written_since(root, before)
+        result = work(root, *args)
+        return _written_since(root, before), result
 
 
-# --- the units ---------------------------------------------------------------------------------
+# --- the work of a task ------------------------------------------------------------------------
 
 
-def _train(root: Path, specs, train, val, cfg, background_class: int) -> None:
-    train_run(specs, train, val, cfg, root, background_class=background_class)
-
-
-def _compress(root: Path, model_id: str, variants, calibration, verify, cfg, validation) -> None:
-    path = RunFolder(root).model_file(model_id)
-    compress_models([path], variants, calibration, verify, cfg, None, 1, validation)
-
-
-def _evaluate(root: Path, index, split: str, cfg, arrays) -> None:
-    run = RunFolder(root)
-    evaluate_parts(run, run, index, split, cfg, arrays=arrays)
+def _run_group(root: Path, stage: Stage, group: list[Unit]) -> Failures:
+    """One group of a stage's units (as the driver listed them) in the scratch copy of the run
+    folder at `root`."""
+    here = stage.moved_to(root)
+    return run_group(here, [unit.moved(stage.root, root) for unit in group])
 
 
 def _bench(root: Path, cfg) -> None:
@@ -120,20 +116,7 @@ class RayExecutor:
         ray = self.ray
         handlers = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
         if not ray.is_initialized():
-            try:
-                ray.init(
-                    address=self.address,
-                    include_dashboard=False,
-                    log_to_driver=False,
-                    logging_level="ERROR",
-                    configure_logging=False,
-                )
-            except (ConnectionError, RuntimeError, ValueError) as exc:
-                where = self.address or "a local Ray instance"
-                hint = ""
-                if self.address and os.environ.get("RAY_AUTH_MODE") != "token":
-                    hint = " (a cluster with token authentication needs RAY_AUTH_MODE=token here)"
-                raise UnetqError(f"cannot start Ray at {where}: {first_line(exc)}{hint}") from None
+            wait_for_head(self.address, self.cfg.cluster.connect_timeout_s)
             self.started_here = True
         for sig, handler in handlers.items():  # Ctrl-C stays unetq's to handle
             signal.signal(sig, handler)
@@ -146,73 +129,25 @@ class RayExecutor:
         if self.started_here:
             self.ray.shutdown()
 
-    # --- the study's units
-    def train(
-        self, train, val, run_dir: Path, progress, num_classes=None, background_class=None
-    ) -> None:
-        """Every unfinished training run (one per arch x filters x batch norm) as a task."""
-        train, val, num_classes, background_class = grid_data(
-            self.cfg, train, val, num_classes, background_class, progress
+    # --- a runner of stages (unetq.work): each group of a distributed stage as a task
+    def __call__(self, stage: Stage, groups: list[list[Unit]], progress: Any):
+        if not stage.distributed:
+            yield from local_runner(stage, groups, progress)
+            return
+        cpus = stage.cpus(self.cfg.cluster)
+        stage_ref = self.ray.put(stage)  # its arrays are sent once, not once per task
+        units = {}
+        for group in groups:
+            files = pack(stage.root, stage.needs(group))
+            args = (_run_group, files, cpus, stage_ref, group)
+            label = f"{stage.name} {group[0].group or group[0].label}"
+            units[label] = (args, {"num_cpus": cpus}, group)
+        for group, (files, failures) in self._run(units):
+            unpack(stage.root, files)
+            yield group, failures
+        self.console.print(
+            f"ray: {len(units)} {stage.name} task(s) done, written into {stage.root}"
         )
-        runs = unfinished_runs(grid_specs(self.cfg, num_classes), run_dir)
-        if not runs:
-            return
-        run = RunFolder(run_dir)
-        train_ref, val_ref = self.ray.put(train), self.ray.put(val)
-        cpus = self.cfg.cluster.train_cpus
-        units = {}
-        for specs in runs:
-            paths = [run.model_dir(s.model_id) for s in specs] + [run.train_state(specs[0].run_id)]
-            files = pack(run.root, [p for p in paths if p.exists()])
-            args = (
-                _train,
-                files,
-                cpus,
-                specs,
-                train_ref,
-                val_ref,
-                self.cfg.train,
-                background_class,
-            )
-            units[f"train {specs[0].run_id}"] = (args, {"num_cpus": cpus})
-        self._run(units, run_dir, progress)
-
-    def compress(self, run_dir: Path, calibration, verify, validation, progress) -> None:
-        """Each model with a variant still to convert as a task."""
-        run = RunFolder(run_dir)
-        variants = self.cfg.compress.variants
-        models = [run.model_file(m) for m in run.model_ids()]
-        todo = unconverted_models(models, variants)
-        if not todo:
-            return
-        calibration, verify, validation = map(self.ray.put, (calibration, verify, validation))
-        cpus = self.cfg.cluster.task_cpus
-        units = {}
-        for path in todo:
-            model_id = path.parent.name
-            args = (_compress, pack(run.root, [path.parent]), cpus, model_id, variants)
-            args += (calibration, verify, self.cfg.compress, validation)
-            units[f"compress {model_id}"] = (args, {"num_cpus": cpus})
-        self._run(units, run_dir, progress)
-
-    def evaluate(self, run_dir: Path, index, split: str, progress) -> None:
-        """Each model with a variant still to evaluate as a task (its variants in one)."""
-        run = RunFolder(run_dir)
-        if not run.model_ids():
-            return
-        arrays = load_split_arrays(index, split, self.cfg.data, progress)
-        todo = unevaluated_models(run, arrays, self.cfg)
-        if not todo:
-            return
-        arrays = self.ray.put(arrays)
-        cpus = self.cfg.cluster.task_cpus
-        units = {}
-        for model_id in todo:
-            folders = [run.model_dir(model_id), run.eval_part(model_id, "keras").parent]
-            files = pack(run.root, [p for p in folders if p.exists()])
-            args = (_evaluate, files, cpus, index, split, self.cfg, arrays)
-            units[f"evaluate {model_id}"] = (args, {"num_cpus": cpus})
-        self._run(units, run_dir, progress)
 
     @contextmanager
     def bench_machine(self, run_dir: Path, progress) -> Iterator[bool]:
@@ -231,8 +166,9 @@ class RayExecutor:
         cpus = int(node["Resources"]["CPU"])
         options = {"num_cpus": cpus, "resources": {resource: 1}}
         label = f"bench on {node['NodeManagerAddress']}"
-        units = {label: ((_bench, files, cpus, self.cfg), options)}
-        self._run(units, run_dir, progress)
+        units = {label: ((_bench, files, cpus, self.cfg), options, None)}
+        for _, (written, _) in self._run(units):
+            unpack(run_dir, written)
         yield False
 
     def _node_with(self, resource: str) -> dict:
@@ -266,35 +202,28 @@ class RayExecutor:
         finally:
             ray.kill(actor)
 
-    # --- running a batch of units
-    def _run(self, units: dict[str, tuple[tuple, dict]], run_dir: Path, progress) -> None:
-        """Submit every unit (label -> run_unit's arguments, Ray options), write each one's
-        files as it finishes; an error ends the study."""
+    # --- running a batch of tasks
+    def _run(self, units: dict[str, tuple[tuple, dict, Any]]):
+        """Submit every task (label -> run_unit's arguments, Ray options, what it stands for);
+        yield (what it stands for, its result) as each one finishes; an error ends the study."""
         ray = self.ray
         retries = self.cfg.cluster.max_retries
         refs = {}
-        for label, (args, options) in units.items():
+        for label, (args, options, what) in units.items():
             task = self.task.options(name=TASK_NAME, max_retries=retries, **options)
-            refs[task.remote(*args)] = label
-        bar = progress.add_task(f"ray: {next(iter(units))}", total=len(refs)) if progress else None
+            refs[task.remote(*args)] = (label, what)
         pending = list(refs)
         try:
             while pending:
                 done, pending = ray.wait(pending, num_returns=1, timeout=0.5)
                 for ref in done:
-                    unpack(run_dir, self._result(ref, refs[ref]))
-                    if bar is not None:
-                        progress.update(bar, description=f"ray: {refs[ref]} done")
-                        progress.advance(bar)
+                    label, what = refs[ref]
+                    yield what, self._result(ref, label)
         finally:
             for ref in pending:
                 ray.cancel(ref, force=True)
-            if bar is not None:
-                progress.remove_task(bar)
-        kind = next(iter(units)).split()[0]
-        self.console.print(f"ray: {len(refs)} {kind} task(s) done, written into {run_dir}")
 
-    def _result(self, ref, label: str) -> Files:
+    def _result(self, ref, label: str) -> tuple[Files, Any]:
         exceptions = self.ray.exceptions
         try:
             return self.ray.get(ref)
@@ -326,6 +255,136 @@ def check_executor(name: str, address: str | None) -> None:
         raise UnetqError("--ray-address needs --executor ray")
     if name == "ray":
         import_ray()
+
+
+def wait_for_head(address: str | None, timeout: float) -> None:
+    """ray.init for the driver, or one line (UnetqError) within about `timeout` seconds.
+
+    Without an address Ray starts a local instance, unless it finds one to join (RAY_ADDRESS, the
+    last `ray start` on this machine); 'auto' must find one. The head to join must first accept a
+    TCP connection on its GCS port within the timeout; Ray's handshake then gets the rest of it,
+    in one attempt (Ray's own retries last minutes, on a closed port as on one that is not Ray's).
+    A failed connection starts no process: a driver that joins a cluster starts none."""
+    ray = import_ray()
+    options = {"include_dashboard": False, "log_to_driver": False, "logging_level": "ERROR"}
+    options["configure_logging"] = False
+    deadline = time.monotonic() + timeout
+    try:
+        head = _head_address(address)
+    except (ConnectionError, ValueError) as exc:
+        if address == "auto":
+            raise UnetqError(
+                "--ray-address auto: no running Ray cluster found on this machine "
+                "(start one with `ray start --head`, or give the head's HOST:PORT)"
+            ) from None
+        raise UnetqError(f"cannot connect to Ray at {address}: {first_line(exc)}") from None
+    if head is None:  # a new local instance: its processes are this study's own
+        try:
+            ray.init(address=address, **options)
+        except (OSError, RuntimeError, ValueError, ray.exceptions.RayError) as exc:
+            raise UnetqError(f"cannot start a local Ray instance: {first_line(exc)}") from None
+        return
+    where = address if address not in (None, "auto") else f"{head} (found by Ray)"
+    _wait_for_port(head, where, timeout)
+    hint = ""
+    if os.environ.get("RAY_AUTH_MODE") != "token":
+        hint = " (a cluster with token authentication needs RAY_AUTH_MODE=token here)"
+    started = time.monotonic()
+    try:
+        with _ray_connect_limits(deadline - started) as wait, _stderr_aside() as said:
+            ray.init(address=address, **options)
+    except ConnectionError as exc:  # Ray's "Failed to connect to Ray cluster at ...": why?
+        if time.monotonic() - started < wait:  # not a wait that ran out
+            raise UnetqError(f"cannot connect to Ray at {where}: {first_line(exc)}{hint}") from None
+        raise UnetqError(
+            f"cannot connect to Ray at {where}: the port accepts connections but no Ray head "
+            f"answered within {timeout:g} s (cluster.connect_timeout_s)"
+        ) from None
+    except (OSError, RuntimeError, ValueError, ray.exceptions.RayError) as exc:
+        raise UnetqError(f"cannot connect to Ray at {where}: {first_line(exc)}{hint}") from None
+    sys.stderr.write(said.getvalue())  # connected: what Ray said is not hidden
+
+
+def _head_address(address: str | None) -> str | None:
+    """host:port of the cluster ray.init(address) joins, None when it starts a local one (Ray's
+    own resolution: RAY_ADDRESS, the last `ray start` here, any running GCS for 'auto')."""
+    from ray._private.services import canonicalize_bootstrap_address
+
+    env = os.environ.get("RAY_ADDRESS")
+    target = env if env and address in (None, "auto") else address
+    if target and "://" in target:  # Ray Client (ray://host:port): that port answers
+        return target.split("://", 1)[1].rstrip("/")
+    return canonicalize_bootstrap_address(address)
+
+
+def _wait_for_port(head: str, where: str, timeout: float) -> None:
+    host, _, port = head.rpartition(":")
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=timeout).close()
+    except TimeoutError:
+        raise UnetqError(
+            f"cannot reach the Ray head at {where}: no answer within {timeout:g} s "
+            "(cluster.connect_timeout_s)"
+        ) from None
+    except ConnectionRefusedError:
+        raise UnetqError(
+            f"cannot reach the Ray head at {where}: connection refused "
+            "(nothing listens there; is `ray start --head` running, on that port?)"
+        ) from None
+    except (OSError, ValueError) as exc:
+        reason = getattr(exc, "strerror", None) or first_line(exc)
+        raise UnetqError(f"cannot reach the Ray head at {where}: {reason}") from None
+
+
+@contextmanager
+def _ray_connect_limits(seconds: float) -> Iterator[int]:
+    """Ray's GCS connection settings for one ray.init: one attempt, whose three waits (the GCS
+    channel, its pubsub channel, the cluster id) fit in `seconds`; yields one wait's seconds.
+    Ray reads them from the environment, again on Config.initialize (as it does itself when it
+    turns token authentication on)."""
+    step = max(1, int((seconds - 1) // 3))  # (Ray sleeps 1 s after a failed attempt)
+    limits = {
+        "RAY_gcs_rpc_server_connect_timeout_s": str(step),
+        "RAY_py_gcs_connect_timeout_s": str(step),
+        "RAY_gcs_server_port_wait_time_s": "1",  # attempts, one a second
+    }
+    saved = {name: os.environ.get(name) for name in limits}
+    os.environ.update(limits)
+    try:
+        from ray._raylet import Config
+
+        Config.initialize("")
+    except (ImportError, AttributeError):  # another Ray: its defaults, within the TCP check
+        pass
+    try:
+        yield step
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+
+
+@contextmanager
+def _stderr_aside() -> Iterator[Any]:
+    """File descriptor 2 into a buffer: Ray's C++ client logs each failed wait there, and a
+    failure is to be one line. Yields an object whose getvalue() is what was written."""
+    import io
+
+    sys.stderr.flush()
+    saved = os.dup(2)
+    said = io.StringIO()
+    with tempfile.TemporaryFile() as tmp:
+        os.dup2(tmp.fileno(), 2)
+        try:
+            yield said
+        finally:
+            sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
+            tmp.seek(0)
+            said.write(tmp.read().decode(errors="replace"))
 
 
 def open_executor(name: str, address: str | None, cfg: StudyConfig, console: Any):

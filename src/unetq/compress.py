@@ -2,8 +2,9 @@
 
 Every variant is exported with a static input shape [1, H, W, 3] (unetq.export) and converted by
 its entry in the registry (unetq.variants). Artifacts are written atomically with a sidecar
-`<artifact>.json` (source digest, settings, conversion time, verification), so a rerun skips
-finished variants and redoes stale ones (retrained model, other settings, newer export).
+`<artifact>.json` written last (the unit's record, unetq.work: source digest, settings, file
+sizes, conversion time, verification), so a rerun skips finished variants and redoes stale ones
+(retrained model, other settings, newer export).
 
 Conversion path: Keras ExportArchive -> SavedModel (temporary) -> TFLiteConverter.from_saved_model,
 TensorFlow's Keras 3 route. `from_concrete_functions(..., model)` with a Keras 3 model keeps the
@@ -17,12 +18,11 @@ import csv
 import functools
 import hashlib
 import math
-import multiprocessing
 import os
-import signal
 import tempfile
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -35,7 +35,7 @@ from unetq.convert.tflite import check_builtin_only, conversion_error
 from unetq.data import load_inputs, open_dataset
 from unetq.errors import ConfigError, ModelError, UnetqError
 from unetq.export import export_saved_model
-from unetq.fileio import record_dict, write_bytes, write_csv, write_json
+from unetq.fileio import record_dict, write_bytes, write_csv
 from unetq.models import to_input
 from unetq.records import CompressRecord
 from unetq.runfolder import (
@@ -58,10 +58,10 @@ from unetq.runtimes import (
     usable_cores,
 )
 from unetq.variants import VARIANTS, Variant, quantization_name, validate_variants
+from unetq.work import Failures, Stage, Unit, read_record, run_stage, write_record
 
 if TYPE_CHECKING:
     from rich.progress import Progress
-    from rich.table import Table
 
 # Changes when the exported graph changes, so artifacts of an older export are converted again.
 # 2: nearest UpSampling2D exported as concatenation + reshape; 3: 1x1 convolutions before
@@ -115,41 +115,18 @@ def compress_model(
     cannot handle, no validation images for a guard) gets a record with its one-line `error`,
     and the other variants go on.
     """
-    names = validate_variants(variants)
-    model_path, out_dir = Path(model_path), Path(out_dir)
-    model = _load_model(model_path)
-    h, w, _ = segmentation_shape(model, model_path)
-    hw = _image_hw(verify, "verification", (h, w), model_path)
-    if any(VARIANTS[n].calibrated for n in names):
-        if calibration is None or not len(calibration):
-            raise UnetqError("int8/int16x8 variants need calibration images; none were given")
-        _image_hw(calibration, "calibration", hw, model_path)
-    model_id = model_id or default_model_id(model_path)
-    job = _Job(model, model_path, hw, calibration, verify, cfg, validation)
-    records: list[CompressRecord] = []
-    task = progress.add_task(f"compress {model_id}", total=len(names)) if progress else None
-    try:
-        for name in names:
-            if progress is not None:
-                progress.update(task, description=f"compress {model_id}: {name}")
-            try:
-                records.append(job.record(model_id, VARIANTS[name], out_dir))
-            except UnetqError as exc:
-                records.append(failed_record(model_id, name, str(exc)))
-            if progress is not None:
-                progress.advance(task)
-        made = [r for r in records if not r.error]
-        fp32 = next((r.size_bytes for r in made if r.variant == "tflite-fp32"), None)
-        if fp32 is None and made:
-            with contextlib.suppress(UnetqError):  # then the ratios stay empty
-                fp32 = job.fp32_size(out_dir)
-        for rec in made if fp32 else []:
-            rec.size_ratio_to_fp32 = rec.size_bytes / fp32
-    finally:
-        job.close()
-        if progress is not None:
-            progress.remove_task(task)
-    return records
+    model_path = Path(model_path)
+    stage = CompressStage(
+        model_path.parent,
+        {model_id or default_model_id(model_path): model_path.name},
+        validate_variants(variants),
+        calibration,
+        verify,
+        cfg,
+        validation,
+        out=Path(out_dir),
+    )
+    return run_stage(stage, progress)
 
 
 def compress_models(
@@ -161,67 +138,176 @@ def compress_models(
     progress: Progress | None = None,
     workers: int | None = None,
     validation: Validation | None = None,
+    runner: Any = None,
 ) -> list[CompressRecord]:
     """compress_model for several models (each into its own folder), `workers` at a time.
 
     The TFLite converter runs on one core, so converting two models at once in separate
     processes nearly halves the step on a 2-core machine. Records come back in input order.
+    `runner` converts the models elsewhere (unetq.cluster).
     """
-    model_paths = [Path(p) for p in model_paths]
-    workers = max(1, min(workers or usable_cores(), len(model_paths)))
-    if workers == 1:
-        records: list[CompressRecord] = []
-        for path in model_paths:
-            records += compress_model(
-                path, variants, path.parent, calibration, verify, cfg, progress, None, validation
-            )
-        return records
-    task = progress.add_task("compress", total=len(model_paths)) if progress else None
-    context = multiprocessing.get_context("spawn")  # TensorFlow is not fork-safe
-    results: dict[Path, list[CompressRecord]] = {}
-    pool = context.Pool(workers, initializer=_worker_start)
-    try:
-        pending = {
-            path: pool.apply_async(
-                compress_model,
-                (path, variants, path.parent, calibration, verify, cfg, None, None, validation),
-            )
-            for path in model_paths
-        }
-        while pending:
-            done = [path for path, job in pending.items() if job.ready()]
-            if not done:
-                time.sleep(0.05)
-            for path in done:
-                results[path] = pending.pop(path).get()
-                if progress is not None:
-                    progress.update(task, description=f"compress {path.parent.name}")
+    model_paths = [Path(p).absolute() for p in model_paths]
+    if not model_paths:
+        return []
+    root = Path(os.path.commonpath([p.parent for p in model_paths]))
+    models = {default_model_id(p): p.relative_to(root).as_posix() for p in model_paths}
+    stage = CompressStage(
+        root, models, validate_variants(variants), calibration, verify, cfg, validation
+    )
+    stage.workers = max(1, workers or usable_cores())
+    return run_stage(stage, progress, runner)
+
+
+@dataclass
+class CompressStage(Stage):
+    """Compression as a stage: a unit per (model, variant), a group per model (its variants
+    share one export and one Keras reference). A unit's record is the artifact's sidecar."""
+
+    root: Path
+    models: dict[str, str]  # model id -> model file, relative to root
+    variants: list[str]
+    calibration: np.ndarray | None
+    verify: np.ndarray
+    cfg: CompressConfig
+    validation: Validation | None = None
+    out: Path | None = None  # the variants' folder (default: each model's own)
+
+    name = "compress"
+    distributed = True  # a variant that cannot be made is a failure; a bad model ends it
+    worker_start = staticmethod(import_tensorflow)
+
+    def __post_init__(self) -> None:
+        self.verify = np.ascontiguousarray(self.verify, np.uint8)
+        self.hw = _image_hw(self.verify, "verification", (None, None), self.root)
+        if any(VARIANTS[n].calibrated for n in self.variants):
+            if self.calibration is None or not len(self.calibration):
+                raise UnetqError("int8/int16x8 variants need calibration images; none were given")
+            _image_hw(self.calibration, "calibration", self.hw, self.root)
+
+    def model_path(self, model_id: str) -> Path:
+        return self.root / self.models[model_id]
+
+    def out_dir(self, model_id: str) -> Path:
+        return self.out if self.out is not None else self.model_path(model_id).parent
+
+    def units(self) -> list[Unit]:
+        digests = _Digests(self.calibration, self.verify, self.validation)
+        units = []
+        for model_id in self.models:
+            path = self.model_path(model_id)
+            if not path.is_file():
+                raise ModelError(f"model file not found: {path}")
+            source = file_digest(path)
+            for name in self.variants:
+                variant = VARIANTS[name]
+                if variant.convert is None:  # the Keras model itself: nothing to make
+                    continue
+                artifact = artifact_path(self.out_dir(model_id), name)
+                inputs = {
+                    "source_sha256": source,
+                    "settings": digests.settings(variant, self.cfg, self.hw),
+                    "verify_sha256": digests.verify,
+                }
+                suffixes = (variant.suffix, *variant.parts)
+                parts = tuple(artifact.with_name(f"{name}{suffix}") for suffix in suffixes)
+                units.append(
+                    Unit((model_id, name), sidecar_path(artifact), inputs, parts, model_id)
+                )
+        return units
+
+    def run(self, group: list[Unit], progress: Progress | None = None) -> Failures:
+        model_id = group[0].group
+        path = self.model_path(model_id)
+        model = _load_model(path)
+        h, w, _ = segmentation_shape(model, path)
+        _image_hw(self.verify, "verification", (h, w), path)
+        job = _Job(model, path, self.hw, self.calibration, self.verify, self.cfg, self.validation)
+        fp32_size = None
+        if "tflite-fp32" not in self.variants:
+            with contextlib.suppress(UnetqError):  # then the ratios stay empty
+                fp32_size = job.fp32_size()
+        failures: Failures = {}
+        task = progress.add_task(f"compress {model_id}", total=len(group)) if progress else None
+        try:
+            for unit in group:
+                variant = VARIANTS[unit.key[1]]
+                if task is not None:
+                    progress.update(task, description=f"compress {model_id}: {variant.name}")
+                try:
+                    job.make(unit, variant, fp32_size)
+                except UnetqError as exc:
+                    failures[unit.key] = str(exc)
+                if task is not None:
                     progress.advance(task)
-        pool.close()
-    finally:
-        pool.terminate()  # Ctrl-C or a failed model: running conversions stop now
-        pool.join()
-    if progress is not None:
-        progress.remove_task(task)
-    return [rec for path in model_paths for rec in results[path]]
+        finally:
+            job.close()
+            if task is not None:
+                progress.remove_task(task)
+        return failures
 
+    def merge(self, units: list[Unit], failures: Failures) -> list[CompressRecord]:
+        """One record per model and variant, in the order asked for; size ratios to the
+        model's tflite-fp32."""
+        by_key = {u.key: u for u in units}
+        records = []
+        for model_id in self.models:
+            ours, fp32_sizes = [], []
+            for name in self.variants:
+                unit = by_key.get((model_id, name))
+                done = read_record(unit) if unit is not None else None
+                if unit is None:
+                    ours.append(self._keras_record(model_id))
+                elif done is None:
+                    reason = failures.get(unit.key, "not converted")
+                    ours.append(failed_record(model_id, name, reason))
+                else:
+                    ours.append(_record(model_id, name, unit.record, done))
+                    fp32_sizes.append(done.get("fp32_size_bytes"))
+            made = [r for r in ours if not r.error]
+            fp32 = next((r.size_bytes for r in made if r.variant == "tflite-fp32"), None)
+            fp32 = fp32 or next((size for size in fp32_sizes if size), None)
+            for rec in made if fp32 else []:
+                rec.size_ratio_to_fp32 = rec.size_bytes / fp32
+            records += ours
+        return records
 
-def unconverted_models(model_paths: list[Path], variants: list[str]) -> list[Path]:
-    """The models with a variant not yet converted from their current content (a cheap look at
-    the sidecars; compress_model still checks every setting)."""
-    converted = [VARIANTS[n] for n in validate_variants(variants) if VARIANTS[n].convert]
+    def needs(self, group: list[Unit]) -> list[Path]:
+        return [self.model_path(group[0].group).parent]
 
-    def converted_from(path: Path, variant: Variant) -> str | None:
-        return read_json(sidecar_path(artifact_path(path.parent, variant.name))).get(
-            "source_sha256"
+    def _keras_record(self, model_id: str) -> CompressRecord:
+        path = self.model_path(model_id)
+        return CompressRecord(
+            model_id=model_id,
+            variant="keras",
+            path=str(path),
+            size_bytes=path.stat().st_size,
+            size_ratio_to_fp32=math.nan,
+            convert_seconds=0.0,
+            agreement=1.0,
+            max_abs_diff=0.0,
+            verify_images=len(self.verify),
+            precision="fp32",
+            io_dtype="float32",
         )
 
-    todo = []
-    for path in map(Path, model_paths):
-        digest = file_digest(path)
-        if any(converted_from(path, v) != digest for v in converted):
-            todo.append(path)
-    return todo
+
+def _record(model_id: str, variant: str, sidecar: Path, meta: dict[str, Any]) -> CompressRecord:
+    """A made variant's record, from its sidecar."""
+    artifact = sidecar.with_name(sidecar.name.removesuffix(".json"))
+    verified = meta["verify"]
+    return CompressRecord(
+        model_id=model_id,
+        variant=variant,
+        path=str(artifact),
+        size_bytes=artifact_size(artifact),
+        size_ratio_to_fp32=math.nan,
+        convert_seconds=float(meta.get("convert_seconds", math.nan)),
+        agreement=float(verified["agreement"]),
+        max_abs_diff=float(verified["max_abs_diff"]),
+        verify_images=int(verified["images"]),
+        precision=str(verified.get("precision", "")),
+        io_dtype=str(verified.get("io_dtype", "")),
+    )
 
 
 def failed_record(model_id: str, variant: str, error: str) -> CompressRecord:
@@ -238,12 +324,6 @@ def failed_record(model_id: str, variant: str, error: str) -> CompressRecord:
         verify_images=0,
         error=error,
     )
-
-
-def _worker_start() -> None:
-    """A conversion worker: Ctrl-C is the parent's to handle (it terminates the pool)."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    import_tensorflow()
 
 
 def _load_model(path: Path):
@@ -269,22 +349,36 @@ def default_model_id(model_path: Path) -> str:
     return model_path.stem
 
 
+class _Digests:
+    """Digests of the images every conversion of a stage shares, and a variant's settings."""
+
+    def __init__(self, calibration, verify, validation):
+        self.verify = _array_digest(verify)
+        self.calibration = _array_digest(calibration) if calibration is not None else ""
+        self.validation = ""
+        if validation is not None:
+            masks = np.append(validation.masks.ravel(), validation.background_class)
+            self.validation = _array_digest(validation.images) + _array_digest(masks)
+
+    def settings(self, variant: Variant, cfg: CompressConfig, hw) -> dict[str, Any]:
+        settings = dict(variant.settings(cfg))
+        if variant.calibrated:
+            settings["calibration_digest"] = self.calibration
+        if variant.guarded:
+            settings["validation_digest"] = self.validation
+        settings["input_hw"] = list(hw)
+        settings["export"] = EXPORT_VERSION
+        return settings
+
+
 class _Job:
-    """One model's conversion: shared SavedModel export, Keras reference outputs, digests."""
+    """One model's conversions: shared SavedModel export and Keras reference outputs."""
 
     def __init__(self, model, model_path, hw, calibration, verify, cfg, validation=None):
         self.model, self.model_path, self.hw, self.cfg = model, model_path, hw, cfg
         self.calibration = calibration
-        self.verify = np.ascontiguousarray(verify, np.uint8)
+        self.verify = verify
         self.validation = validation
-        self.source_digest = file_digest(model_path)
-        self.verify_digest = _array_digest(self.verify)
-        self.calibration_digest = _array_digest(calibration) if calibration is not None else ""
-        self.validation_digest = ""
-        if validation is not None:
-            self.validation_digest = _array_digest(validation.images) + _array_digest(
-                np.append(validation.masks.ravel(), validation.background_class)
-            )
         self._stack = contextlib.ExitStack()
         self._saved_model: Path | None = None
         self._reference: np.ndarray | None = None
@@ -292,68 +386,29 @@ class _Job:
     def close(self) -> None:
         self._stack.close()
 
-    def record(self, model_id: str, variant: Variant, out_dir: Path) -> CompressRecord:
-        if variant.convert is None:  # the Keras model itself: the reference
-            return CompressRecord(
-                model_id=model_id,
-                variant=variant.name,
-                path=str(self.model_path),
-                size_bytes=self.model_path.stat().st_size,
-                size_ratio_to_fp32=math.nan,
-                convert_seconds=0.0,
-                agreement=1.0,
-                max_abs_diff=0.0,
-                verify_images=len(self.verify),
-                precision="fp32",
-                io_dtype="float32",
-            )
-        path = artifact_path(out_dir, variant.name)
-        meta = self._existing(path, variant)
+    def make(self, unit: Unit, variant: Variant, fp32_size: int | None) -> None:
+        """Convert (unless the files on disk came from the same model and settings), verify
+        against Keras, and write the sidecar last."""
+        path = unit.record.with_name(unit.record.name.removesuffix(".json"))
+        meta = self._existing(unit)
         if meta is None:
             meta = self._convert(variant, path)
-        verified = meta.get("verify") or {}
-        if verified.get("digest") != self.verify_digest:
-            verified = self._verify(variant, path)
-            meta["verify"] = verified
-            write_json(sidecar_path(path), meta)
-        return CompressRecord(
-            model_id=model_id,
-            variant=variant.name,
-            path=str(path),
-            size_bytes=artifact_size(path),
-            size_ratio_to_fp32=math.nan,
-            convert_seconds=float(meta.get("convert_seconds", math.nan)),
-            agreement=float(verified["agreement"]),
-            max_abs_diff=float(verified["max_abs_diff"]),
-            verify_images=int(verified["images"]),
-            precision=str(verified.get("precision", "")),
-            io_dtype=str(verified.get("io_dtype", "")),
-        )
+        meta["verify"] = self._verify(variant, path)
+        if fp32_size is not None:
+            meta["fp32_size_bytes"] = fp32_size
+        write_record(unit, **meta)
 
-    def settings(self, variant: Variant) -> dict[str, Any]:
-        settings = dict(variant.settings(self.cfg))
-        if variant.calibrated:
-            settings["calibration_digest"] = self.calibration_digest
-        if variant.guarded:
-            settings["validation_digest"] = self.validation_digest
-        settings["input_hw"] = list(self.hw)
-        settings["export"] = EXPORT_VERSION
-        return settings
-
-    def _existing(self, path: Path, variant: Variant) -> dict[str, Any] | None:
-        """Sidecar of a finished, current artifact; None if it must be (re)converted."""
-        meta = read_json(sidecar_path(path))
-        if not meta:  # no sidecar (interrupted before the last write, or foreign): redo
-            return None
-        files = meta.get("files", {})
-        parts = [path.with_name(f"{variant.name}{suffix}") for suffix in files]
-        current = (
-            meta.get("source_sha256") == self.source_digest
-            and meta.get("settings") == self.settings(variant)
-            and set(files) == {variant.suffix, *variant.parts}
-            and all(p.is_file() and p.stat().st_size == files[p.suffix] for p in parts)
+    def _existing(self, unit: Unit) -> dict[str, Any] | None:
+        """A sidecar whose files were converted from this model with these settings (only the
+        verification images changed): its conversion is kept."""
+        meta = read_json(unit.record)
+        inputs = meta.pop("inputs", {})
+        outputs = meta.pop("outputs", {})
+        same = all(inputs.get(k) == unit.inputs[k] for k in ("source_sha256", "settings"))
+        intact = set(outputs) == {p.name for p in unit.outputs} and all(
+            p.is_file() and p.stat().st_size == outputs[p.name] for p in unit.outputs
         )
-        return meta if current else None
+        return meta if same and intact else None
 
     def _convert(self, variant: Variant, path: Path) -> dict[str, Any]:
         inputs = ConvertInputs(
@@ -381,17 +436,12 @@ class _Job:
             converted.files.items(), key=lambda f: f[0] == variant.suffix
         ):
             write_bytes(path.with_name(f"{variant.name}{suffix}"), content)
-        meta = {
+        return {
             "variant": variant.name,
             "source": os.path.relpath(self.model_path, path.parent),  # portable with the folder
-            "source_sha256": self.source_digest,
-            "settings": self.settings(variant),
             "convert_seconds": round(seconds, 3),
-            "files": {suffix: len(content) for suffix, content in converted.files.items()},
             "details": converted.details,
         }
-        write_json(sidecar_path(path), meta)  # last: the artifact is finished
-        return meta
 
     def _verify(self, variant: Variant, path: Path) -> dict[str, Any]:
         predictor = load_predictor(variant.runtime, path, threads=usable_cores())
@@ -400,7 +450,6 @@ class _Job:
         if probs.shape != reference.shape:
             raise ModelError(f"{path}: output shape {probs.shape[1:]} differs from the Keras model")
         return {
-            "digest": self.verify_digest,
             "images": len(self.verify),
             "agreement": float(np.mean(probs.argmax(-1) == reference.argmax(-1))),
             "max_abs_diff": float(np.max(np.abs(probs - reference))),
@@ -431,12 +480,9 @@ class _Job:
             self._saved_model = export_saved_model(self.model, self.hw, folder / "saved_model")
         return self._saved_model
 
-    def fp32_size(self, out_dir: Path) -> int:
-        """Size of the tflite-fp32 artifact (on disk if current, else converted in memory)."""
-        path = artifact_path(out_dir, "tflite-fp32")
+    def fp32_size(self) -> int:
+        """Size of the model as tflite-fp32 (converted in memory), for the size ratios."""
         variant = VARIANTS["tflite-fp32"]
-        if self._existing(path, variant) is not None:
-            return path.stat().st_size
         try:
             return len(variant.convert(ConvertInputs(self.saved_model(), None)).files[".tflite"])
         except Exception as exc:
@@ -545,27 +591,6 @@ def write_compress_csv(path: Path, records: list[CompressRecord]) -> Path:
         rows = kept + rows
     write_csv(path, rows)
     return Path(path)
-
-
-def summary_table(records: list[CompressRecord]) -> Table:
-    from rich.table import Table
-
-    table = Table(title="compressed variants")
-    for col in ("variant", "size MB", "ratio", "seconds", "agreement %", "max diff"):
-        table.add_column(col, justify="left" if col == "variant" else "right")
-    for rec in records:
-        if rec.error:
-            table.add_row(rec.variant, f"not made: {rec.error}", "", "", "", "")
-            continue
-        table.add_row(
-            rec.variant,
-            f"{rec.size_bytes / 1e6:.3f}",
-            f"{rec.size_ratio_to_fp32:.3f}",
-            "–" if math.isnan(rec.convert_seconds) else f"{rec.convert_seconds:.1f}",
-            f"{100 * rec.agreement:.2f}",
-            f"{rec.max_abs_diff:.4f}",
-        )
-    return table
 
 
 def run_compress(

@@ -5,7 +5,7 @@ from __future__ import annotations
 import tomllib
 from importlib import resources
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
@@ -13,6 +13,21 @@ from unetq.errors import ConfigError
 from unetq.losses import LOSSES
 
 Loss = Literal[LOSSES]  # type: ignore[valid-type]
+# Option values a command checks against (unetq.cli.options.config_choice) as the config does.
+DatasetFormat = Literal["pets", "folder"]
+FormatOrAuto = Literal[DatasetFormat, "auto"]  # `unetq data check` detects the layout
+Split = Literal["train", "val", "test"]  # the split a study evaluates
+SplitProcedure = Literal["seed", "official"]  # how a dataset's pairs are split
+
+
+def not_one_of(value: Any, allowed: Any) -> str | None:
+    """Why `value` is not one of the Literal `allowed` ("'x' is not a, b or c"), None if it is."""
+    choices = get_args(allowed)
+    if value in choices:
+        return None
+    *head, last = choices
+    listed = f"{', '.join(head)} or {last}" if head else last
+    return f"'{value}' is not {listed}"
 
 
 class _Strict(BaseModel):
@@ -23,7 +38,7 @@ class DataConfig(_Strict):
     # auto: --data-dir / UNETQ_DATA_DIR, else the download cache, else the download,
     # else (no network) the built-in synthetic dataset.
     source: Literal["auto", "synthetic"] = "auto"
-    format: Literal["pets", "folder"] = "pets"
+    format: DatasetFormat = "pets"
     data_dir: Path | None = None
     # resize: every image squeezed to image_size x image_size (the study's way, pets' default).
     # tile: models of input image_size x image_size train on random crops of the full-size
@@ -31,7 +46,7 @@ class DataConfig(_Strict):
     mode: Literal["resize", "tile"] = "resize"
     image_size: int = Field(160, ge=16, le=1024)
     tile_overlap: int = Field(32, ge=0)  # pixels shared by neighbouring tiles (tile mode)
-    split: Literal["seed", "official"] = "seed"
+    split: SplitProcedure = "seed"
     split_seed: int = 42
     limit: int | None = Field(None, ge=3)
     # folder datasets: raw mask value -> class index; None = detect binary 0/255, 0/1 or class ids
@@ -95,7 +110,7 @@ class CompressConfig(_Strict):
 
 
 class EvaluateConfig(_Strict):
-    split: Literal["train", "val", "test"] = "test"
+    split: Split = "test"
     max_images: int | None = Field(None, ge=1)
     # int16x8 runs on LiteRT's slow reference kernels; it is evaluated on fewer images.
     slow_variant_max_images: int = Field(20, ge=1)
@@ -140,6 +155,9 @@ class ClusterConfig(_Strict):
     # The benchmark runs on the driver's machine, or on the node offering this custom Ray
     # resource (`ray start --resources '{"bench": 1}'`), alone on that machine either way.
     bench_resource: str | None = None
+    # Seconds to reach the Ray head at --ray-address (its GCS port, then Ray's handshake) before
+    # the study ends with one line, instead of Ray's own retries (minutes).
+    connect_timeout_s: float = Field(30, gt=0)
 
 
 class StudyConfig(_Strict):

@@ -2,9 +2,9 @@
 
 Per image: confusion matrix, fg IoU/Dice, mIoU, pixel accuracy, the original study's (flawed)
 seed IoU/Dice, and agreement with the keras model's class map. `evaluate_run` is resumable:
-each (model, variant, runtime) is a part file in the run folder's `.eval/<model_id>/`, written
-atomically, with a sidecar naming the artifact's content digest; a rerun skips parts that hold
-exactly the expected images of an artifact with the same content.
+each (model, variant, runtime) is a unit (unetq.work) whose part file lies in the run folder's
+`.eval/<model_id>/`, with a record naming the artifact's content digest and the images; a rerun
+skips parts computed on the same images from an artifact with the same content.
 
 `evaluate_cross` runs the same machinery on every image (split 'all') of another dataset with
 the run's classes and writes to `run_dir/cross/<name>/` (parts in its own `.eval/`).
@@ -13,7 +13,9 @@ the run's classes and writes to `run_dir/cross/<name>/` (parts in its own `.eval
 from __future__ import annotations
 
 import gc
+import hashlib
 import re
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -41,11 +43,12 @@ from unetq.runfolder import (
     artifact_digest,
     read_csv,
     read_json,
-    say_reused,
     stamp_path,
     variant_runs,
 )
 from unetq.runtimes import load_segmenter, usable_cores
+from unetq.variants import VARIANTS
+from unetq.work import Stage, Unit, run_stage, write_record
 
 CROSS_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]*$")
 PREDICT_CHUNK = 8  # images per predict() call: small enough for a smooth progress bar
@@ -170,20 +173,7 @@ def _check_compatible(predictor, arrays, model_id, variant, num_classes) -> None
         )
 
 
-# --- part files --------------------------------------------------------------------------------
-
-
-def _part_done(part: Path, names: list[str], artifact: Path) -> bool:
-    """Finished: the part holds exactly `names`, from an artifact of the same content."""
-    frame = read_csv(part, dtype={"image": str, "model_id": str})
-    if "image" not in frame or list(frame["image"]) != names:
-        return False
-    return read_json(stamp_path(part)).get("artifact_sha256") == artifact_digest(artifact)
-
-
-def _write_part(part: Path, results: list[ImageResult], artifact: Path) -> None:
-    write_csv(part, result_rows(results))
-    write_json(stamp_path(part), {"artifact_sha256": artifact_digest(artifact)})
+# --- the reference class maps ---------------------------------------------------------------
 
 
 def _save_reference(path: Path, maps: dict[str, np.ndarray]) -> None:
@@ -215,71 +205,104 @@ def load_split_arrays(index, split: str, data: DataConfig, progress=None):
     return arrays
 
 
-def evaluate_run(run_dir: Path, index: Any, split: str, cfg: Any, progress: Any = None) -> Path:
+def evaluate_run(
+    run_dir: Path, index: Any, split: str, cfg: Any, progress: Any = None, runner: Any = None
+) -> Path:
     """Evaluate every variant of every model in run_dir on `split`; write the individual CSV.
 
     keras runs first (its class maps are the agreement reference, kept in
     `.eval/<model_id>/keras_classes.npz`); slow variants (int16x8) see only the first
     `cfg.evaluate.slow_variant_max_images` images. Also refreshes the average CSV
-    (results.write_average_results). Returns the individual CSV's path.
+    (results.write_average_results). `runner` evaluates the models elsewhere (unetq.cluster).
+    Returns the individual CSV's path.
     """
     run = RunFolder(run_dir)
-    parts = evaluate_parts(run, run, index, split, cfg, progress)
-    path = write_individual_results(run, parts)
+    stage = evaluate_stage(run, "", index, split, cfg, progress)
+    path = run_stage(stage, progress, runner)
     write_average_results(run.root)  # keep the merged table current whatever ran last
     return path
 
 
-def evaluate_parts(
-    run: RunFolder,
-    out: RunFolder,
-    index: Any,
-    split: str,
-    cfg: Any,
-    progress: Any = None,
-    arrays: Any = None,
-) -> list[Path]:
-    """Evaluate run's models on `split` of `index`; parts go to out's .eval/ (resumable).
-
-    `arrays` are the split's images if already loaded (load_split_arrays). Returns the part
-    files of every (model, variant, runtime), finished ones included.
-    """
+def evaluate_stage(run: RunFolder, out: str, index: Any, split: str, cfg: Any, progress=None):
+    """The evaluation of run's models on `split` of `index`, results under run/out; the split's
+    images are read only when some model has a variant."""
     model_ids = run.model_ids()
     if not model_ids:
         raise ModelError(f"no trained models in {run.models_dir}")
-    parts: list[Path] = []
-    computed = 0
-    for model_id in model_ids:
-        runs = variant_runs(run.model_dir(model_id))
-        has_keras = bool(runs) and (runs[0].variant, runs[0].runtime) == ("keras", "keras")
-        ref_path = out.eval_reference(model_id)
-        reference: dict[str, np.ndarray] | None = None
-        for vr in runs:
-            if arrays is None:  # read once, and only when some model has a variant
-                arrays = load_split_arrays(index, split, cfg.data, progress)
-            names = _part_names(vr, arrays, cfg)
-            limit = len(names)
-            part = out.eval_part(model_id, vr.variant)
-            parts.append(part)
-            is_reference = (vr.variant, vr.runtime) == ("keras", "keras")
-            if _finished(out, model_id, vr, names):
-                continue
-            if has_keras and not is_reference and reference is None:
-                reference = _load_reference(ref_path)
+    arrays = None
+    if any(variant_runs(run.model_dir(m)) for m in model_ids):
+        arrays = load_split_arrays(index, split, cfg.data, progress)
+    classes = (index.num_classes, index.background_class)
+    return EvaluateStage(run.root, out, split, cfg, arrays, *classes)
+
+
+@dataclass
+class EvaluateStage(Stage):
+    """Accuracy as a stage: a unit per (model, variant), a part file each; a group per model,
+    keras first (its class maps are the reference of the others' agreement)."""
+
+    root: Path
+    out: str  # results folder inside root: "" or cross/<name>
+    split: str
+    cfg: Any
+    arrays: Any  # the split's images and masks (load_split_arrays), None when no variant exists
+    num_classes: int
+    background_class: int
+
+    name = "evaluate"
+    distributed = True
+
+    @property
+    def folder(self) -> RunFolder:
+        return RunFolder(self.root)
+
+    @property
+    def results(self) -> RunFolder:
+        return RunFolder(self.root / self.out)
+
+    def units(self) -> list[Unit]:
+        units = []
+        for model_id in self.folder.model_ids():
+            for vr in variant_runs(self.folder.model_dir(model_id)):
+                names = _part_names(vr, self.arrays, self.cfg)
+                part = self.results.eval_part(model_id, vr.variant)
+                outputs = (part,)
+                if (vr.variant, vr.runtime) == ("keras", "keras"):
+                    outputs += (self.results.eval_reference(model_id),)
+                inputs = {
+                    "artifact_sha256": artifact_digest(vr.artifact),
+                    "runtime": vr.runtime,
+                    "images": len(names),
+                    "images_sha1": _names_digest(names),
+                }
+                units.append(
+                    Unit((model_id, vr.variant), stamp_path(part), inputs, outputs, model_id)
+                )
+        return units
+
+    def run(self, group: list[Unit], progress: Any = None) -> None:
+        model_id = group[0].group
+        ref_path = self.results.eval_reference(model_id)
+        reference = None if group[0].key[1] == "keras" else _load_reference(ref_path)
+        has_keras = self.folder.artifact(model_id, "keras").exists()
+        for unit in group:
+            variant = VARIANTS[unit.key[1]]
+            is_reference = variant.name == "keras"
+            artifact = self.folder.artifact(model_id, variant.name)
             predictor = load_segmenter(
-                vr.runtime, vr.artifact, usable_cores(), tile_overlap(cfg.data)
+                variant.runtime, artifact, usable_cores(), tile_overlap(self.cfg.data)
             )
             produced: dict[str, np.ndarray] | None = {} if is_reference else None
             results = evaluate_predictor(
                 predictor,
-                arrays,
+                self.arrays,
                 model_id=model_id,
-                variant=vr.variant,
-                split=split,
-                background_class=index.background_class,
-                num_classes=index.num_classes,
-                reference=None if is_reference else reference,
-                max_images=limit,
+                variant=variant.name,
+                split=self.split,
+                background_class=self.background_class,
+                num_classes=self.num_classes,
+                reference=None if is_reference or not has_keras else reference,
+                max_images=unit.inputs["images"],
                 progress=progress,
                 predictions_out=produced,
             )
@@ -288,10 +311,18 @@ def evaluate_parts(
             if produced is not None:
                 _save_reference(ref_path, produced)
                 reference = produced
-            _write_part(part, results, vr.artifact)
-            computed += 1
-    say_reused(progress, "evaluate", computed, len(parts))
-    return parts
+            write_csv(unit.outputs[0], result_rows(results))
+            write_record(unit)
+
+    def merge(self, units: list[Unit], failures: dict) -> Path:
+        """The results folder's model_performance_individual_results.csv."""
+        parts = [unit.outputs[0] for unit in units]
+        return write_individual_results(self.folder, parts, self.results)
+
+    def needs(self, group: list[Unit]) -> list[Path]:
+        model_id = group[0].group
+        results = self.results.eval_part(model_id, "keras").parent
+        return [p for p in (self.folder.model_dir(model_id), results) if p.exists()]
 
 
 def _part_names(vr: Any, arrays: Any, cfg: Any) -> list[str]:
@@ -302,26 +333,8 @@ def _part_names(vr: Any, arrays: Any, cfg: Any) -> list[str]:
     return list(arrays.names[:limit])
 
 
-def _finished(out: RunFolder, model_id: str, vr: Any, names: list[str]) -> bool:
-    """The variant's part holds `names` for its artifact (keras: and its class maps are kept)."""
-    if not _part_done(out.eval_part(model_id, vr.variant), names, vr.artifact):
-        return False
-    if (vr.variant, vr.runtime) != ("keras", "keras"):
-        return True
-    stored = _load_reference(out.eval_reference(model_id))
-    return stored is not None and set(names) <= set(stored)
-
-
-def unevaluated_models(run: RunFolder, arrays: Any, cfg: Any) -> list[str]:
-    """The run's models with a variant whose evaluation part is missing or out of date."""
-    return [
-        model_id
-        for model_id in run.model_ids()
-        if not all(
-            _finished(run, model_id, vr, _part_names(vr, arrays, cfg))
-            for vr in variant_runs(run.model_dir(model_id))
-        )
-    ]
+def _names_digest(names: list[str]) -> str:
+    return hashlib.sha1("\n".join(names).encode()).hexdigest()
 
 
 def write_individual_results(run: RunFolder, parts: list[Path], out: RunFolder | None = None):
@@ -490,8 +503,8 @@ def evaluate_cross(run_dir: Path, index: Any, name: str, cfg: Any, progress: Any
     if not run.model_ids():
         raise ModelError(f"no trained models in {run.models_dir}")
     write_json(out.dataset, cross_dataset_info(index, name, cfg, run))
-    parts = evaluate_parts(run, out, index, ALL_SPLIT, cfg, progress)
-    path = write_individual_results(run, parts, out)
+    folder = out.root.relative_to(run.root).as_posix()
+    path = run_stage(evaluate_stage(run, folder, index, ALL_SPLIT, cfg, progress), progress)
     write_accuracy_average(run, out, name)
     return path
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import statistics
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,6 +30,10 @@ class PredictResult:
     written: list[str] = field(default_factory=list)
     skipped: list[tuple[str, str]] = field(default_factory=list)  # (path, reason)
     ms_per_image: list[float] = field(default_factory=list)
+
+    @property
+    def median_ms(self) -> float | None:
+        return statistics.median(self.ms_per_image) if self.ms_per_image else None
 
 
 def default_runtime(model: Path) -> str:

@@ -234,6 +234,22 @@ def summary_lines(rec: Recommendation) -> list[str]:
     return lines
 
 
+def other_lines(rec: Recommendation) -> list[str]:
+    """One line per other candidate, fastest first: its latency and why it was not chosen."""
+    return [
+        f"  {c.variant + ' on ' + c.runtime:36s} {c.latency_ms:8.2f} ms  {_verdict(rec, c, reason)}"
+        for c, reason in rec.others
+    ]
+
+
+def _verdict(rec: Recommendation, c: Candidate, reason: str) -> str:
+    if reason:
+        return reason
+    if c in rec.tied:
+        return "as fast within the noise, more accuracy loss or size"
+    return "within budget, slower"
+
+
 def _whole_image(c: Candidate, tiles: float | None) -> str:
     if tiles is None:
         return ""

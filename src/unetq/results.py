@@ -250,6 +250,13 @@ def write_accuracy_average(run: RunFolder, out: RunFolder, dataset: str) -> Path
     return out.average_csv
 
 
+def bench_table(path: Path) -> pd.DataFrame:
+    """The timed rows of an average CSV (`unetq bench` prints them), with `size_mb`."""
+    df = pd.read_csv(path)
+    df = df[df["threads"].notna()] if "threads" in df else df.iloc[0:0]
+    return df.assign(size_mb=df["size_bytes"] / 1e6) if "size_bytes" in df else df
+
+
 def add_image_latency(df: pd.DataFrame, tiles_per_image: float | None) -> pd.DataFrame:
     """Tile mode: a whole image takes `tiles_per_image` timed tile calls on average, so its
     latency is the tile's median (and interval) times that; the stitching is not timed."""

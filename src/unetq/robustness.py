@@ -1,17 +1,19 @@
 """Robustness: how each variant holds up under image corruptions, against the float model.
 
 Every (condition, severity) corrupts the test images once at their original resolution,
-resizes them as the data cache does, and runs every chosen model and variant on them. Results
-go to one part file per (condition, severity), so an interrupted run resumes where it stopped;
-a part counts as finished only if it holds every chosen (model, variant) on the same images,
-computed from artifacts of the same content.
+resizes them as the data cache does, and runs every chosen model and variant on them. Each
+(condition, severity) is a unit (unetq.work) with a part file, so an interrupted run resumes
+where it stopped; a part counts as finished only if its record names every chosen (model,
+variant) by the content of its artifact, and the same images.
 """
 
 from __future__ import annotations
 
 import gc
 import zlib
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -24,9 +26,10 @@ from unetq.errors import ConfigError, DataError, ModelError
 from unetq.fileio import write_csv
 from unetq.metrics import agreement, confusion_matrix, scores
 from unetq.records import ModelId
-from unetq.runfolder import RunFolder, artifact_digest, read_csv, say_reused
+from unetq.runfolder import RunFolder, artifact_digest, read_csv, stamp_path
 from unetq.runtimes import load_segmenter, usable_cores
 from unetq.variants import VARIANTS
+from unetq.work import Stage, Unit, run_stage, write_record
 
 METRICS = ("fg_iou", "fg_dice", "miou")
 PART_COLUMNS = [
@@ -37,10 +40,7 @@ PART_COLUMNS = [
     "n_images",
     *METRICS,
     "agreement",
-    "images_key",  # which images and seed a part was computed on; not in robustness.csv
-    "artifact_sha256",  # which artifact content a row was computed from; not in robustness.csv
 ]
-PART_ONLY = ("images_key", "artifact_sha256")
 
 
 def choose_models(run_dir: Path, names: list[str] | None) -> list[str]:
@@ -87,81 +87,103 @@ def robustness_run(run_dir: Path, index, cfg: StudyConfig, progress=None) -> Pat
     models = choose_models(run.root, rcfg.models)
     if not models:
         raise ModelError(f"no trained models for the robustness step in {run.models_dir}")
-    artifacts = {
-        (m, v): path for m in models for v in variants if (path := run.artifact(m, v)).exists()
-    }
+    artifacts = [(m, v) for m in models for v in variants if run.artifact(m, v).exists()]
     if not artifacts:
         raise ModelError(
             f"none of robustness.variants ({', '.join(variants)}) exists for "
             f"{', '.join(models)} in {run.models_dir}"
         )
-    digests = {key: artifact_digest(path) for key, path in artifacts.items()}
     split = cfg.evaluate.split
     test = load_whole(index, split, cfg.data, progress=progress)
-    tiled = cfg.data.mode == "tile"
     n = min(len(test.names), rcfg.max_images or len(test.names))
     if n == 0:
         raise DataError(f"split '{split}' of {index.root} is empty: no images for robustness")
-    names = list(test.names[:n])
-    truth = test.masks[:n]
-    key = images_key(names, rcfg.seed)
-    jobs = [("clean", 0)] + [(c, s) for c in rcfg.conditions for s in sorted(set(rcfg.severities))]
-    parts = [run.robustness_part(c, s) for c, s in jobs]
-    pending = [
-        (job, part)
-        for job, part in zip(jobs, parts, strict=True)
-        if not part_done(part, digests, n, key)
-    ]
-    task = None
-    if progress is not None:
-        task = progress.add_task("robustness", total=len(jobs), completed=len(jobs) - len(pending))
-    originals: list[np.ndarray] | None = None
-    predictors: dict = {}
-    try:
-        for (condition, severity), part in pending:
-            if severity == 0:
-                images = test.images[:n]
-            else:
-                if originals is None:  # decoded only when some corrupted part is missing
-                    originals = [read_image(index.pair(name).image) for name in names]
-                images = [
-                    apply_condition(img, condition, severity, rcfg.seed, name)
-                    for img, name in zip(originals, names, strict=True)
-                ]
-                if not tiled:
-                    images = np.stack([resize_image(i, cfg.data.image_size) for i in images])
-            rows = []
-            for model_id in models:
-                reference = None
-                for variant in variants:
-                    if (model_id, variant) not in artifacts:
-                        continue
-                    if (model_id, variant) not in predictors:
-                        predictors[model_id, variant] = load_segmenter(
-                            VARIANTS[variant].runtime,
-                            artifacts[model_id, variant],
-                            usable_cores(),
-                            tile_overlap(cfg.data),
-                        )
-                    pred = predictors[model_id, variant].predict(images)
-                    if variant == "keras":
-                        reference = pred
-                    row = {"model_id": model_id, "variant": variant}
-                    row.update(condition=condition, severity=severity, n_images=n)
-                    row.update(score_maps(truth, pred, reference, index))
-                    row["images_key"] = key
-                    row["artifact_sha256"] = digests[model_id, variant]
-                    rows.append(row)
-            write_csv(part, rows, columns=PART_COLUMNS)
-            if task is not None:
-                progress.advance(task)
-    finally:
-        predictors.clear()
+    return run_stage(RobustnessStage(run.root, cfg, index, artifacts, test, n), progress)
+
+
+@dataclass
+class RobustnessStage(Stage):
+    """Robustness as a stage: a unit per (condition, severity), holding every chosen model and
+    variant on the same images; models stay loaded from one unit to the next."""
+
+    root: Path
+    cfg: StudyConfig
+    index: Any
+    artifacts: list[tuple[str, str]]  # (model_id, variant), keras first within a model
+    test: Any  # the split's whole images and masks
+    n: int  # images used
+
+    name = "robustness"
+
+    def __post_init__(self) -> None:
+        self._predictors: dict = {}
+        self._originals: list[np.ndarray] | None = None
+
+    @property
+    def names(self) -> list[str]:
+        return list(self.test.names[: self.n])
+
+    def units(self) -> list[Unit]:
+        run, rcfg = RunFolder(self.root), self.cfg.robustness
+        digests = {f"{m}/{v}": artifact_digest(run.artifact(m, v)) for m, v in self.artifacts}
+        inputs = {"artifacts": digests, "images": images_key(self.names, rcfg.seed), "n": self.n}
+        jobs = [("clean", 0)]
+        jobs += [(c, s) for c in rcfg.conditions for s in sorted(set(rcfg.severities))]
+        units = []
+        for condition, severity in jobs:
+            part = run.robustness_part(condition, severity)
+            units.append(Unit((condition, severity), stamp_path(part), inputs, (part,)))
+        return units
+
+    def run(self, group: list[Unit], progress: Any = None) -> None:
+        for unit in group:
+            condition, severity = unit.key
+            images = self._images(condition, severity)
+            rows, reference, current = [], None, None
+            for model_id, variant in self.artifacts:
+                if model_id != current:  # keras comes first: its maps are the model's reference
+                    reference, current = None, model_id
+                pred = self._predictor(model_id, variant).predict(images)
+                if variant == "keras":
+                    reference = pred
+                row = {"model_id": model_id, "variant": variant}
+                row.update(condition=condition, severity=severity, n_images=self.n)
+                row.update(score_maps(self.test.masks[: self.n], pred, reference, self.index))
+                rows.append(row)
+            write_csv(unit.outputs[0], rows, columns=PART_COLUMNS)
+            write_record(unit)
+
+    def _images(self, condition: str, severity: int):
+        """The test images under one condition (clean: as loaded)."""
+        if severity == 0:
+            return self.test.images[: self.n]
+        if self._originals is None:  # decoded only when some corrupted part is missing
+            self._originals = [read_image(self.index.pair(name).image) for name in self.names]
+        seed = self.cfg.robustness.seed
+        images = [
+            apply_condition(img, condition, severity, seed, name)
+            for img, name in zip(self._originals, self.names, strict=True)
+        ]
+        if self.cfg.data.mode == "tile":
+            return images
+        return np.stack([resize_image(i, self.cfg.data.image_size) for i in images])
+
+    def _predictor(self, model_id: str, variant: str):
+        if (model_id, variant) not in self._predictors:
+            self._predictors[model_id, variant] = load_segmenter(
+                VARIANTS[variant].runtime,
+                RunFolder(self.root).artifact(model_id, variant),
+                usable_cores(),
+                tile_overlap(self.cfg.data),
+            )
+        return self._predictors[model_id, variant]
+
+    def close(self) -> None:
+        self._predictors.clear()
         gc.collect()
-    if task is not None:
-        progress.remove_task(task)
-    say_reused(progress, "robustness", len(pending), len(jobs))
-    return write_robustness_csv(run.root, parts)
+
+    def merge(self, units: list[Unit], failures: dict) -> Path:
+        return write_robustness_csv(self.root, [unit.outputs[0] for unit in units])
 
 
 def score_maps(truth: np.ndarray, pred: np.ndarray, reference, index) -> dict[str, float]:
@@ -185,19 +207,6 @@ def images_key(names: list[str], seed: int) -> str:
     return f"{zlib.crc32(text.encode()):08x}"
 
 
-def part_done(part: Path, digests: dict, n: int, key: str) -> bool:
-    """Finished: exactly the expected (model, variant) rows on the same images, each computed
-    from an artifact of the content it has now (`digests`)."""
-    df = read_csv(part, dtype={"model_id": str, "variant": str, "images_key": str})
-    if not set(PART_COLUMNS) <= set(df.columns) or len(df) != len(digests):
-        return False
-    pairs = zip(df["model_id"], df["variant"], strict=True)
-    found = dict(zip(pairs, df["artifact_sha256"], strict=True))
-    if found != digests:
-        return False
-    return bool((df["n_images"] == n).all() and (df["images_key"] == key).all())
-
-
 def write_robustness_csv(run_dir: Path, parts: list[Path] | None = None) -> Path:
     """Join the part files (default: every part on disk) and add the change of each metric
     against the clean images."""
@@ -207,12 +216,11 @@ def write_robustness_csv(run_dir: Path, parts: list[Path] | None = None) -> Path
     frames = [read_csv(p) for p in parts]
     frames = [f for f in frames if not f.empty]
     out = run.robustness_csv
-    columns = [c for c in PART_COLUMNS if c not in PART_ONLY]
-    columns += [f"{m}_change" for m in METRICS]
+    columns = PART_COLUMNS + [f"{m}_change" for m in METRICS]
     if not frames:
         write_csv(out, [], columns=columns)
         return out
-    df = pd.concat(frames, ignore_index=True).drop(columns=list(PART_ONLY), errors="ignore")
+    df = pd.concat(frames, ignore_index=True)
     clean = df[df["condition"] == "clean"].set_index(["model_id", "variant"])
     keys = pd.MultiIndex.from_frame(df[["model_id", "variant"]])
     for metric in METRICS:

@@ -26,7 +26,7 @@ from typing import Any
 
 import pandas as pd
 
-from unetq.config import StudyConfig, load_toml
+from unetq.config import StudyConfig, load_toml, override
 from unetq.errors import ConfigError, UnetqError
 from unetq.variants import VARIANTS, Variant
 
@@ -246,6 +246,15 @@ class RunFolder:
         return StudyConfig.model_validate(load_toml(self.config))
 
 
+def run_config(run: Path, values: dict | None = None) -> StudyConfig:
+    """RUN/config.toml (defaults when the run has none) with typed flag values over it."""
+    folder = RunFolder(run)
+    if not folder.root.is_dir():
+        raise UnetqError(f"run folder not found: {run}")
+    cfg = folder.load_config() if folder.config.exists() else StudyConfig()
+    return override(cfg, values=values)
+
+
 def run_of_artifact(artifact: Path) -> RunFolder | None:
     """The run folder an artifact lies in (<run>/models/<model_id>/<file>), if it is in one."""
     artifact = Path(artifact).resolve()
@@ -307,14 +316,3 @@ def artifact_digest(artifact: Path) -> str:
             (file_digest(artifact) + file_digest(weights)).encode("ascii")
         ).hexdigest()
     return file_digest(artifact)
-
-
-def say_reused(progress: Any, step: str, computed: int, total: int) -> None:
-    """One line on what a step found finished on disk (content-checked) and what it redid."""
-    if progress is None:
-        return
-    if computed == 0:
-        text = f"{step}: nothing to redo ({total} results up to date)"
-    else:
-        text = f"{step}: {computed} of {total} computed, {total - computed} up to date"
-    progress.console.print(text, highlight=False)

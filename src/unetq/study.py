@@ -14,15 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from rich.console import Console
-from rich.progress import (
-    BarColumn,
-    MofNCompleteColumn,
-    Progress,
-    TextColumn,
-    TimeElapsedColumn,
-    TimeRemainingColumn,
-)
-from rich.table import Table
+from rich.progress import Progress
 
 from unetq.bench.run import bench_run
 from unetq.cluster import check_executor, open_executor
@@ -38,11 +30,11 @@ from unetq.data.images import image_size
 from unetq.errors import ConfigError
 from unetq.evaluate import evaluate_run
 from unetq.fileio import write_csv, write_json, write_text
+from unetq.progress import make_progress
 from unetq.report import build_report
 from unetq.report.panel import make_panel
-from unetq.report.tables import latency_columns, main_table, speedup_columns
 from unetq.robustness import robustness_run
-from unetq.runfolder import RunFolder, read_csv, read_json
+from unetq.runfolder import RunFolder, read_json
 from unetq.runlock import own_run_folder
 from unetq.tracking import check_tracking, log_study
 from unetq.train import train_grid
@@ -59,7 +51,7 @@ class StudyContext:
     progress: Progress
     index: object = None
     arrays: dict = field(default_factory=dict)
-    executor: Any = None  # cluster.RayExecutor: sends units to a cluster before each step
+    executor: Any = None  # cluster.RayExecutor: runs the groups of distributed stages
     mlflow: str | None = None  # tracking URI the finished study is logged to
 
     @property
@@ -137,9 +129,7 @@ def step_train(ctx: StudyContext) -> None:
             "num_classes": ctx.index.num_classes,
             "background_class": ctx.index.background_class,
         }
-    if ctx.executor is not None:
-        ctx.executor.train(train, val, ctx.run_dir, ctx.progress, **classes)
-    train_grid(ctx.cfg, train, val, ctx.run_dir, progress=ctx.progress, **classes)
+    train_grid(ctx.cfg, train, val, ctx.run_dir, ctx.progress, runner=ctx.executor, **classes)
 
 
 def step_compress(ctx: StudyContext) -> None:
@@ -147,8 +137,6 @@ def step_compress(ctx: StudyContext) -> None:
     train, val = ctx.split("train"), ctx.split("val")
     calibration, verify = compression_images(train.images, val.images, cfg)
     validation = guard_validation(val, cfg, ctx.index.num_classes, ctx.index.background_class)
-    if ctx.executor is not None:
-        ctx.executor.compress(ctx.run_dir, calibration, verify, validation, ctx.progress)
     compress_run_models(ctx, cfg.variants, calibration, verify, validation)
 
 
@@ -162,6 +150,7 @@ def compress_run_models(ctx: StudyContext, variants, calibration, verify, valida
         cfg=ctx.cfg.compress,
         progress=ctx.progress,
         validation=validation,
+        runner=ctx.executor,
     )
     report_compress_failures(ctx, records)
     write_csv(ctx.run.compressed_csv, compress_rows(records))
@@ -179,9 +168,8 @@ def report_compress_failures(ctx: StudyContext, records) -> None:
 
 
 def step_evaluate(ctx: StudyContext) -> None:
-    if ctx.executor is not None:
-        ctx.executor.evaluate(ctx.run_dir, ctx.index, ctx.cfg.evaluate.split, ctx.progress)
-    evaluate_run(ctx.run_dir, ctx.index, ctx.cfg.evaluate.split, ctx.cfg, progress=ctx.progress)
+    split = ctx.cfg.evaluate.split
+    evaluate_run(ctx.run_dir, ctx.index, split, ctx.cfg, ctx.progress, runner=ctx.executor)
 
 
 def step_bench(ctx: StudyContext) -> None:
@@ -247,11 +235,11 @@ def run_steps(
     executor: str = "local",
     ray_address: str | None = None,
 ) -> Path:
-    """Run `steps` in order into run_dir (config.toml first), log their times, print the summary;
-    return the report's path. The run folder is this process's alone while it runs."""
+    """Run `steps` in order into run_dir (config.toml first), log their times; return the
+    report's path. The run folder is this process's alone while it runs."""
     console = console or Console()
     run_dir = Path(run_dir)
-    with own_run_folder(run_dir), open_executor(executor, ray_address, cfg, console) as ex:
+    with open_executor(executor, ray_address, cfg, console) as ex, own_run_folder(run_dir):
         fields = {**(ctx_fields or {}), "executor": ex}
         return _run_steps(cfg, run_dir, steps, what, console, fields)
 
@@ -267,61 +255,8 @@ def _run_steps(cfg, run_dir: Path, steps, what: str, console: Console, ctx_field
             step(ctx)
             progress.advance(overall)
             _log_step(run_dir, name, time.perf_counter() - started)
-    print_summary(run_dir, console, synthetic=bool(ctx.index and ctx.index.synthetic))
     console.print(f"{what} finished in {time.perf_counter() - started:.0f} s")
     return RunFolder(run_dir).report
-
-
-def make_progress(console: Console) -> Progress:
-    return Progress(
-        TextColumn("[bold]{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        TextColumn("eta"),
-        TimeRemainingColumn(),
-        console=console,
-        transient=False,
-    )
-
-
-def print_summary(run_dir: Path, console: Console, synthetic: bool = False) -> None:
-    """The terminal table: model, variant, size, accuracy, latency at each thread count, memory."""
-    table = main_table(read_csv(RunFolder(run_dir).average_csv))
-    title = "unetq study summary" + (" — SYNTHETIC DATA, not real images" if synthetic else "")
-    if table.empty:
-        console.print(f"{title}: no results yet")
-        return
-    if not console.is_terminal:  # logs and pipes: wide enough that no column is cut
-        console = Console(width=160, file=console.file)
-    tiles = read_json(RunFolder(run_dir).dataset).get("tiles_per_image")
-    caption = None
-    if tiles is not None:
-        caption = f"tile mode: ms per tile; a whole test image takes {tiles:.1f} tiles on average"
-    out = Table(title=title, title_style="bold yellow" if synthetic else "bold", caption=caption)
-    ms_cols, x_cols = latency_columns(table), speedup_columns(table)
-    headers = ["model", "variant", "runtime", "size MB", "fg IoU", "Dice", "agree %"]
-    unit = "tile" if tiles is not None else "img"
-    headers += [f"ms/{unit} {c.removeprefix('ms_')}" for c in ms_cols]
-    headers += [f"x keras {c.removeprefix('x_keras_')}" for c in x_cols] + ["model MB"]
-    for h in headers:
-        out.add_column(h, justify="left" if h in ("model", "variant", "runtime") else "right")
-    for row in table.itertuples(index=False):
-        r = row._asdict()
-        cells = [r["model"], r["variant"], r["runtime"], _num(r["size_mb"], 2)]
-        cells += [_num(r["fg_iou"], 3), _num(r["fg_dice"], 3), _num(100 * r["agreement"], 2)]
-        cells += [_num(r[c], 1) for c in ms_cols] + [_num(r[c], 2) for c in x_cols]
-        cells += [_num(r.get("model_mem_mb"), 1)]
-        out.add_row(*cells)
-    console.print(out)
-
-
-def _num(value, digits: int) -> str:
-    try:
-        value = float(value)
-    except (TypeError, ValueError):
-        return "–"
-    return "–" if value != value else f"{value:.{digits}f}"
 
 
 def _log_step(run_dir: Path, step: str, seconds: float) -> None:

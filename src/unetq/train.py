@@ -30,8 +30,9 @@ from unetq.memory import peak_rss_mb
 from unetq.metrics import confusion_matrix, scores
 from unetq.models import build_model, count_macs, count_params, to_input
 from unetq.records import ModelSpec, TrainRecord
-from unetq.runfolder import TRAIN_STATE_FILE, RunFolder, train_state_files
+from unetq.runfolder import TRAIN_STATE_FILE, RunFolder, read_json, train_state_files
 from unetq.runtimes import set_tf_threads, usable_cores
+from unetq.work import Stage, Unit, read_record, run_stage, write_record
 
 HISTORY_COLUMNS = ["epoch", "loss", "val_loss", "val_fg_iou", "seconds"]
 # A checkpoint "collapsed" when one class takes at least this share of its validation predictions
@@ -267,23 +268,24 @@ def _extra_fingerprint(cfg: Any, train: Any) -> dict[str, Any]:
     return extra
 
 
-def _is_done(run: RunFolder, model_id: str) -> bool:
-    files = (run.model_file(model_id), run.history(model_id), run.done_marker(model_id))
-    return all(f.is_file() for f in files)
+def _unit(folder: RunFolder, spec: ModelSpec, fingerprint: dict) -> Unit:
+    """A horizon's unit: done when its done.json says it was trained with these settings."""
+    model_id = spec.model_id
+    outputs = (folder.model_file(model_id), folder.history(model_id))
+    return Unit((model_id,), folder.done_marker(model_id), fingerprint, outputs, spec.run_id)
 
 
-def _load_done(run: RunFolder, model_id: str, fingerprint: dict) -> TrainRecord:
-    info = json.loads(run.done_marker(model_id).read_text())
-    if info.get("fingerprint") != fingerprint:
-        changed = sorted(
-            k for k in fingerprint if info.get("fingerprint", {}).get(k) != fingerprint[k]
-        )
-        raise ConfigError(
-            f"{run.model_dir(model_id)} was trained with different settings "
-            f"({', '.join(changed)}); use a new output folder or delete it"
-        )
-    known = TrainRecord.__dataclass_fields__
-    return TrainRecord(**{k: v for k, v in info["record"].items() if k in known})
+def _refuse_other_settings(unit: Unit) -> None:
+    """A model trained with other settings is not overwritten: the user says where to go."""
+    done = read_json(unit.record)
+    trained_with = done.get("inputs", done.get("fingerprint"))
+    if trained_with is None or trained_with == unit.inputs:
+        return
+    changed = sorted(k for k in unit.inputs if trained_with.get(k) != unit.inputs[k])
+    raise ConfigError(
+        f"{unit.record.parent} was trained with different settings "
+        f"({', '.join(changed)}); use a new output folder or delete it"
+    )
 
 
 def _read_state(state_dir: Path, fingerprint: dict, console: Console) -> _State | None:
@@ -531,8 +533,8 @@ class _Run:
         fileio.atomic_save(folder.model_file(model_id), export_model.save)
         rows = [{k: h[k] for k in HISTORY_COLUMNS} for h in state.history[: spec.epochs]]
         fileio.write_csv(folder.history(model_id), rows, HISTORY_COLUMNS)
-        done = {"record": fileio.record_dict(record), "fingerprint": self.fingerprint}
-        fileio.write_json(folder.done_marker(model_id), done)
+        unit = _unit(folder, spec, self.fingerprint)
+        write_record(unit, record=fileio.record_dict(record))
         self.records[spec.model_id] = record
         self.console.print(
             f"saved {spec.model_id}: best epoch {record.best_epoch}, val_loss "
@@ -622,28 +624,82 @@ def train_run(
 
     Returns one TrainRecord per spec, in the order given.
     """
-    _check_inputs(specs, train, val)
-    num_classes = specs[0].num_classes
-    if not 0 <= background_class < num_classes:
-        raise ConfigError(
-            f"background class {background_class} is not one of {num_classes} classes"
-        )
-    if cfg.class_weights is not None and len(cfg.class_weights) != num_classes:
-        raise ConfigError(
-            f"train.class_weights has {len(cfg.class_weights)} weights but the dataset has "
-            f"{num_classes} classes"
-        )
-    run = _Run(specs, train, val, cfg, run_dir, progress, background_class)
-    pending = []
-    for spec in specs:
-        if _is_done(run.folder, spec.model_id):
-            run.records[spec.model_id] = _load_done(run.folder, spec.model_id, run.fingerprint)
-        else:
-            pending.append(spec)
-    if pending:
+    stage = TrainStage(Path(run_dir), [specs], train, val, cfg, background_class)
+    return run_stage(stage, progress)
+
+
+@dataclass
+class TrainStage(Stage):
+    """Training as a stage: a unit per model (one epoch horizon), a group per training run."""
+
+    root: Path
+    runs: list[list[ModelSpec]]  # grid_specs
+    train: Any
+    val: Any
+    cfg: Any  # TrainConfig
+    background_class: int
+
+    name = "train"
+    distributed = True
+
+    def __post_init__(self) -> None:
+        for specs in self.runs:
+            _check_inputs(specs, self.train, self.val)
+        num_classes = self.runs[0][0].num_classes if self.runs else 2
+        if not 0 <= self.background_class < num_classes:
+            raise ConfigError(
+                f"background class {self.background_class} is not one of {num_classes} classes"
+            )
+        weights = self.cfg.class_weights
+        if weights is not None and len(weights) != num_classes:
+            raise ConfigError(
+                f"train.class_weights has {len(weights)} weights but the dataset has "
+                f"{num_classes} classes"
+            )
+
+    def units(self) -> list[Unit]:
+        folder = RunFolder(self.root)
+        units = []
+        for specs in self.runs:
+            fingerprint = _fingerprint(specs[0], self.cfg, self.train, self.val)
+            units += [_unit(folder, spec, fingerprint) for spec in specs]
+        for unit in units:
+            _refuse_other_settings(unit)
+        return units
+
+    def run(self, group: list[Unit], progress: Any = None) -> None:
+        pending = [self._spec(unit) for unit in group]
         set_tf_threads(usable_cores())
+        run = _Run(
+            pending, self.train, self.val, self.cfg, self.root, progress, self.background_class
+        )
         run.run(pending)
-    return [run.records[s.model_id] for s in specs]
+
+    def merge(self, units: list[Unit], failures: dict) -> list[TrainRecord]:
+        """Every model's record (from its done.json); trained_models_info.csv with the study's
+        columns Model, Epoch, Filters, Normalization first."""
+        known = TrainRecord.__dataclass_fields__
+        records, rows = [], []
+        for unit in units:
+            done = read_record(unit)
+            if done is None:
+                raise ConfigError(f"{unit.record.parent} is not finished")
+            record = TrainRecord(**{k: v for k, v in done["record"].items() if k in known})
+            records.append(record)
+            rows.append({**self._spec(unit).identity.study_columns(), **done["record"]})
+        fileio.write_csv(RunFolder(self.root).trained_csv, rows)
+        return records
+
+    def needs(self, group: list[Unit]) -> list[Path]:
+        folder = RunFolder(self.root)
+        paths = [folder.model_dir(u.key[0]) for u in group] + [folder.train_state(group[0].group)]
+        return [p for p in paths if p.exists()]
+
+    def cpus(self, cluster: Any) -> int:
+        return int(cluster.train_cpus)
+
+    def _spec(self, unit: Unit) -> ModelSpec:
+        return next(s for specs in self.runs for s in specs if s.model_id == unit.key[0])
 
 
 # --------------------------------------------------------------------------- the grid
@@ -686,12 +742,6 @@ def grid_data(cfg: Any, train: Any, val: Any, num_classes, background_class, pro
     return train, val, num_classes, background_class
 
 
-def unfinished_runs(runs: list[list[ModelSpec]], run_dir: Path) -> list[list[ModelSpec]]:
-    """The training runs (grid_specs) with a horizon not yet finished in run_dir."""
-    run = RunFolder(run_dir)
-    return [specs for specs in runs if not all(_is_done(run, s.model_id) for s in specs)]
-
-
 def train_grid(
     cfg: Any,
     train: Any,
@@ -701,11 +751,13 @@ def train_grid(
     *,
     num_classes: int | None = None,
     background_class: int | None = None,
+    runner: Any = None,
 ) -> list[TrainRecord]:
     """Train every (arch, filters, batchnorm) run of `cfg.train` (`cfg` is a StudyConfig) for its
     epoch horizons into `run_dir/models/` (see train_run), and write
-    `run_dir/trained_models_info.csv` after each run: the study's columns Model, Epoch, Filters,
-    Normalization, then the TrainRecord fields, one row per model.
+    `run_dir/trained_models_info.csv`: the study's columns Model, Epoch, Filters,
+    Normalization, then the TrainRecord fields, one row per model. `runner` runs the training
+    runs elsewhere (unetq.cluster); default here, one after another.
 
     `train`/`val` are SplitArrays at cfg.data.image_size, with `num_classes` and
     `background_class` given (defaults: from the masks; cfg.data.background_class, else pets 1,
@@ -715,31 +767,6 @@ def train_grid(
     train, val, num_classes, background_class = grid_data(
         cfg, train, val, num_classes, background_class, progress
     )
-    run_dir = Path(run_dir)
     runs = grid_specs(cfg, num_classes)
-    overall = None
-    if progress is not None and len(runs) > 1:
-        overall = progress.add_task("training runs", total=len(runs))
-    rows: list[dict[str, Any]] = []
-    records: list[TrainRecord] = []
-    for specs in runs:
-        done = train_run(
-            specs,
-            train,
-            val,
-            cfg.train,
-            run_dir,
-            progress,
-            background_class=background_class,
-        )
-        records.extend(done)
-        rows.extend(
-            {**s.identity.study_columns(), **fileio.record_dict(r)}
-            for s, r in zip(specs, done, strict=True)
-        )
-        fileio.write_csv(RunFolder(run_dir).trained_csv, rows)
-        if overall is not None:
-            progress.advance(overall)
-    if overall is not None:
-        progress.remove_task(overall)
-    return records
+    stage = TrainStage(Path(run_dir), runs, train, val, cfg.train, background_class)
+    return run_stage(stage, progress, runner)

@@ -1,13 +1,13 @@
 """`unetq bench`: every (model, variant, runtime, threads) of a run folder, measured and merged.
 
-Finished measurements are part files in the run folder (`.bench/`); a rerun with the same
-settings on the same artifacts (compared by content) skips them.
+Each measurement is a unit (unetq.work) whose record lies in the run folder's `.bench/`; a rerun
+with the same settings on the same artifacts (compared by content) skips it.
 """
 
 from __future__ import annotations
 
 import uuid
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -20,15 +20,9 @@ from unetq.errors import UnetqError
 from unetq.fileio import write_json
 from unetq.records import BenchRecord
 from unetq.results import write_average_results
-from unetq.runfolder import (
-    RunFolder,
-    artifact_digest,
-    artifact_size,
-    read_json,
-    say_reused,
-    variant_runs,
-)
+from unetq.runfolder import RunFolder, artifact_digest, artifact_size, variant_runs
 from unetq.runtimes import usable_cores
+from unetq.work import Failures, Stage, Unit, run_stage, write_record
 
 
 def resolve_threads(threads: list[int | str] | tuple | str | None) -> list[int]:
@@ -128,88 +122,119 @@ def bench_run(
     `images` (uint8 [N, H, W, 3], e.g. the test split) supplies the timed inputs; without it,
     seeded uniform images of cfg.data.image_size are used (latency of these dense models does
     not depend on pixel values). One model's measurements are interleaved in cfg.bench.rounds
-    rounds (`measure_interleaved`). Finished measurements are part files in run_dir/.bench/; a
-    rerun with the same settings on artifacts of the same content skips them (`remeasure`
-    measures everything again).
+    rounds (`measure_interleaved`). Finished measurements are units (unetq.work) whose records
+    lie in run_dir/.bench/; a rerun with the same settings on artifacts of the same content
+    skips them (`remeasure` measures everything again).
     """
-    run = RunFolder(run_dir)
     bench_cfg = cfg.bench
-    threads = resolve_threads(threads_list if threads_list is not None else bench_cfg.threads)
     repeats = bench_cfg.repeats if repeats is None else repeats
     warmup = bench_cfg.warmup if warmup is None else warmup
     if repeats < 1 or warmup < 0:
         raise UnetqError(f"repeats must be >= 1 and warmup >= 0 (got {repeats}, {warmup})")
-    model_ids = run.model_ids()
-    if bench_cfg.models:
-        model_ids = [m for m in model_ids if m in set(bench_cfg.models)]
-    if not model_ids:
-        raise UnetqError(f"no trained models to benchmark in {run.models_dir}")
     size = cfg.data.image_size
-    timed = bench_images((size, size), n_images, source=images)
-    plan = []  # (model_id, [(variant, job, part, params), ...], skipped) still to measure
-    total = 0
-    for model_id in model_ids:
-        jobs = bench_jobs(
-            run.model_dir(model_id),
-            bench_cfg.runtimes,
-            threads,
-            repeats,
-            warmup,
-            bench_cfg.slow_variant_repeats,
-        )
-        todo = []
-        for variant, job in jobs:
-            part = run.bench_part(model_id, variant, job.runtime, job.threads)
-            params = {
-                "repeats": job.repeats,
-                "warmup": job.warmup,
-                "rounds": bench_cfg.rounds,
-                "bench_images": len(timed),
-                "image_size": size,
-                "memory": bool(bench_cfg.memory),
-                "artifact_sha256": artifact_digest(job.artifact),
-            }
-            if remeasure or read_json(part).get("params") != params:
-                todo.append((variant, job, part, params))
-        total += len(jobs)
-        plan.append((model_id, todo, len(jobs) - len(todo)))
-    if any(todo for _, todo, _ in plan) or not run.machine.exists():
-        write_json(run.machine, machine_info())  # the machine of the measurements, not a reader
-    task = progress.add_task("bench", total=total) if progress is not None else None
-    failures: list[str] = []
-    for model_id, todo, skipped in plan:
-        if task is not None:
-            progress.advance(task, skipped)
-        if not todo:
-            continue
+    stage = BenchStage(
+        root=Path(run_dir),
+        cfg=bench_cfg,
+        threads=resolve_threads(threads_list if threads_list is not None else bench_cfg.threads),
+        repeats=repeats,
+        warmup=warmup,
+        image_size=size,
+        images=bench_images((size, size), n_images, source=images),
+        loader=loader,
+    )
+    return run_stage(stage, progress, redo=remeasure)
 
-        def on_block(job: ProbeJob, r: int, model_id=model_id) -> None:
+
+@dataclass
+class BenchStage(Stage):
+    """Benchmarking as a stage: a unit per (model, variant, runtime, threads), a group per model
+    (its measurements take turns in rounds)."""
+
+    root: Path
+    cfg: Any  # BenchConfig
+    threads: list[int]
+    repeats: int
+    warmup: int
+    image_size: int
+    images: np.ndarray  # the timed inputs
+    loader: str = DEFAULT_LOADER
+
+    name = "bench"
+    tolerant = True  # a measurement that fails is reported; the others go on
+
+    def units(self) -> list[Unit]:
+        run = RunFolder(self.root)
+        model_ids = run.model_ids()
+        if self.cfg.models:
+            model_ids = [m for m in model_ids if m in set(self.cfg.models)]
+        if not model_ids:
+            raise UnetqError(f"no trained models to benchmark in {run.models_dir}")
+        units = []
+        cfg = self.cfg
+        for model_id in model_ids:
+            jobs = self._jobs(model_id)
+            for variant, job in jobs:
+                inputs = {
+                    "repeats": job.repeats,
+                    "warmup": job.warmup,
+                    "rounds": cfg.rounds,
+                    "bench_images": len(self.images),
+                    "image_size": self.image_size,
+                    "memory": bool(cfg.memory),
+                    "artifact_sha256": artifact_digest(job.artifact),
+                }
+                part = run.bench_part(model_id, variant, job.runtime, job.threads)
+                key = (model_id, variant, job.runtime, job.threads)
+                units.append(Unit(key, part, inputs, group=model_id))
+        return units
+
+    def _jobs(self, model_id: str) -> list[tuple[str, ProbeJob]]:
+        cfg = self.cfg
+        model_dir = RunFolder(self.root).model_dir(model_id)
+        args = (cfg.runtimes, self.threads, self.repeats, self.warmup, cfg.slow_variant_repeats)
+        return bench_jobs(model_dir, *args)
+
+    def prepare(self, todo: list[Unit]) -> None:
+        machine = RunFolder(self.root).machine
+        if todo or not machine.exists():  # the machine of the measurements, not of a reader
+            write_json(machine, machine_info())
+
+    def run(self, group: list[Unit], progress: Any = None) -> Failures:
+        model_id = group[0].group
+        jobs = {(variant, job.runtime, job.threads): job for variant, job in self._jobs(model_id)}
+        todo = [(unit, jobs[unit.key[1:]]) for unit in group]
+        rounds = self.cfg.rounds
+        task = progress.add_task(f"bench {model_id}", total=rounds) if progress else None
+
+        def on_block(job: ProbeJob, r: int) -> None:
             if task is not None:
-                what = f"bench {model_id} round {r + 1}/{bench_cfg.rounds}"
+                what = f"bench {model_id} round {r + 1}/{rounds}"
                 progress.update(task, description=f"{what} ({job.runtime}, {job.threads}t)")
 
         session = uuid.uuid4().hex[:12]
-        results = measure_interleaved(
-            [job for _, job, _, _ in todo],
-            timed,
-            bench_cfg.rounds,
-            loader=loader,
-            on_block=on_block,
-        )
-        for (variant, job, part, params), result in zip(todo, results, strict=True):
-            if isinstance(result, UnetqError):
-                failures.append(str(result))
-                continue
-            record = bench_record(
-                model_id, variant, job, result, len(timed), bench_cfg.memory, session
+        try:
+            results = measure_interleaved(
+                [job for _, job in todo], self.images, rounds, loader=self.loader, on_block=on_block
             )
-            write_json(part, {"params": params, "record": asdict(record)})
-        if task is not None:
-            progress.advance(task, len(todo))
-    if task is not None:
-        progress.remove_task(task)
-    say_reused(progress, "bench", sum(len(todo) for _, todo, _ in plan), total)
-    path = write_average_results(run.root)
-    if failures:
-        raise UnetqError(f"{len(failures)} of {total} measurements failed; first: {failures[0]}")
-    return path
+        finally:
+            if task is not None:
+                progress.remove_task(task)
+        failures: Failures = {}
+        for (unit, job), result in zip(todo, results, strict=True):
+            if isinstance(result, UnetqError):
+                failures[unit.key] = str(result)
+                continue
+            memory = self.cfg.memory
+            record = bench_record(
+                model_id, unit.key[1], job, result, len(self.images), memory, session
+            )
+            write_record(unit, record=asdict(record))
+        return failures
+
+    def merge(self, units: list[Unit], failures: Failures) -> Path:
+        """model_performance_average_results.csv; then one line for failed measurements."""
+        path = write_average_results(self.root)
+        if failures:
+            first = next(iter(failures.values()))
+            raise UnetqError(f"{len(failures)} of {len(units)} measurements failed; first: {first}")
+        return path

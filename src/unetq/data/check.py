@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from unetq.config import DataConfig
+from unetq.config import DataConfig, FormatOrAuto, SplitProcedure, not_one_of
 from unetq.data.cache import (
     decode_pair,
     load_cached,
@@ -116,10 +116,10 @@ def check_folder(
 ) -> tuple[DatasetIndex, CheckReport, DataConfig]:
     """`unetq data check`: index the dataset (layout detected for 'auto'), decode every pair,
     cache the splits at `size` px (0: don't). DataError when any pair is unusable."""
-    if fmt not in ("auto", "pets", "folder"):
-        raise ConfigError(f"--format '{fmt}' is not pets, folder or auto")
-    if split not in ("seed", "official"):
-        raise ConfigError(f"--split '{split}' is not seed or official")
+    if reason := not_one_of(fmt, FormatOrAuto):
+        raise ConfigError(f"--format {reason}")
+    if reason := not_one_of(split, SplitProcedure):
+        raise ConfigError(f"--split {reason}")
     if size and not 16 <= size <= 1024:
         raise ConfigError(f"--size {size} must be 0 or between 16 and 1024")
     if fmt == "auto":

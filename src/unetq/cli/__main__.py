@@ -1,0 +1,7 @@
+"""`python -m unetq.cli`: the `unetq` command."""
+
+from __future__ import annotations
+
+from unetq.cli import main
+
+main()

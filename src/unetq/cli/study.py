@@ -1,0 +1,208 @@
+"""`unetq study|benchmark|report|show|predict`: the whole pipeline, its report, and the models
+at work on single images."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from unetq.cli.options import (
+    ConfigOpt,
+    DataDirOpt,
+    FormatOpt,
+    PresetOpt,
+    SetOpt,
+    needs_tensorflow,
+)
+from unetq.cli.output import console, print_summary, print_table, progress, say
+from unetq.errors import UnetqError
+
+
+def register(app: typer.Typer) -> None:
+    for command in (study, benchmark, report, show, predict):
+        app.command()(command)
+
+
+@needs_tensorflow
+def study(
+    preset: PresetOpt = "quick",
+    config: ConfigOpt = None,
+    data_dir: DataDirOpt = None,
+    fmt: FormatOpt = None,
+    out: Annotated[Path | None, typer.Option(help="Run folder (default runs/<preset>).")] = None,
+    set_: SetOpt = None,
+    dry_run: Annotated[
+        bool,
+        typer.Option(
+            "--dry-run", help="Print the units of work and their estimated cost; run nothing."
+        ),
+    ] = False,
+    executor: Annotated[
+        str,
+        typer.Option(
+            help="local, or ray: training, conversion and evaluation as tasks on a Ray cluster "
+            "(needs unetq[ray])."
+        ),
+    ] = "local",
+    ray_address: Annotated[
+        str | None,
+        typer.Option(help="The Ray cluster to join (auto, or HOST:6379); default: start one here."),
+    ] = None,
+    mlflow: Annotated[
+        str | None,
+        typer.Option(
+            help="Log the study to this MLflow tracking URI, e.g. sqlite:///mlflow.db "
+            "(needs unetq[mlflow])."
+        ),
+    ] = None,
+) -> None:
+    """Train the grid, compress every model, evaluate and benchmark every variant, report."""
+    from unetq.config import build_config
+
+    cfg = build_config(preset, config, set_, {"data.data_dir": data_dir, "data.format": fmt})
+    if dry_run:
+        _print_plan(cfg)
+        return
+    from unetq.study import run_study
+
+    run_dir = out or Path("runs") / preset
+    report = run_study(cfg, run_dir, console, executor, ray_address, mlflow)
+    print_summary(run_dir)
+    console.print(f"[bold green]report:[/] {report}")
+
+
+def _print_plan(cfg) -> None:
+    from unetq.plan import hours, make_plan, plan_lines
+    from unetq.runtimes import usable_cores
+
+    with console.status("timing a few training steps on this machine"):
+        plan = make_plan(cfg)
+    columns = [
+        ("run_id", "training run", None),
+        ("gmacs", "GMAC / image", 2),
+        ("epochs", "epochs", 0),
+        ("images_per_epoch", "images / epoch", 0),
+        ("estimate", "estimate", None),
+    ]
+    rows = [{**vars(unit), "estimate": hours(unit.seconds)} for unit in plan.training]
+    print_table(rows, columns, f"unetq study --dry-run: {cfg.name}")
+    for line in plan_lines(plan, usable_cores()):
+        say(line)
+
+
+@needs_tensorflow
+def benchmark(
+    model: Annotated[Path, typer.Option("--model", help="Your trained model (.keras or .h5).")],
+    data_dir: Annotated[
+        Path | None,
+        typer.Option("--data-dir", help="Labelled images (without: speed, size, memory only)."),
+    ] = None,
+    fmt: FormatOpt = None,
+    out: Annotated[Path | None, typer.Option(help="Run folder (default runs/<model>).")] = None,
+    variants: Annotated[
+        str | None, typer.Option("--variants", help="Comma list (default: every variant).")
+    ] = None,
+    threads: Annotated[
+        str | None, typer.Option("--threads", help="Comma list of counts or 'all' (1,all).")
+    ] = None,
+    input_range: Annotated[
+        str | None,
+        typer.Option(
+            "--input-range",
+            help="Pixels the model expects: 0,1 / -1,1 / 0,255 (default: from its Rescaling "
+            "layer, else 0,1).",
+        ),
+    ] = None,
+    size: Annotated[
+        int | None, typer.Option("--size", min=16, help="Input size when the model's is not fixed.")
+    ] = None,
+    robustness: Annotated[
+        bool, typer.Option("--robustness", help="Also measure image conditions.")
+    ] = False,
+    preset: Annotated[str, typer.Option(help="Settings to start from: quick or smoke.")] = "quick",
+    set_: SetOpt = None,
+) -> None:
+    """Your own model through every variant: compress, evaluate, bench, report; no training."""
+    from unetq.benchmark import run_benchmark
+    from unetq.config import build_config
+    from unetq.usermodel import model_id_for
+
+    values = {
+        "name": model_id_for(model),
+        "compress.variants": variants.split(",") if variants else None,
+        "bench.threads": [t.strip() for t in threads.split(",")] if threads else None,
+        "robustness.enabled": robustness,
+    }
+    cfg = build_config(preset, None, set_, values)
+    run_dir = out or Path("runs") / model_id_for(model)
+    report = run_benchmark(model, cfg, run_dir, data_dir, fmt, input_range, size, console)
+    print_summary(run_dir)
+    console.print(f"[bold green]report:[/] {report}")
+
+
+def report(run: Annotated[Path, typer.Option(help="Run folder.")]) -> None:
+    """Rebuild a run's HTML report from its CSVs; recomputes nothing."""
+    from unetq.report import build_report
+    from unetq.runfolder import RunFolder
+    from unetq.runlock import own_run_folder
+
+    RunFolder(run).load_config()  # a clear error when RUN is not a run folder
+    with own_run_folder(run, create=False):
+        console.print(f"report: {build_report(run)}")
+
+
+@needs_tensorflow
+def show(
+    run: Annotated[Path, typer.Option(help="Run folder.")],
+    image: Annotated[str | None, typer.Option(help="Test image name (default: the first).")] = None,
+    model: Annotated[str | None, typer.Option(help="Model id (default: the last).")] = None,
+    out: Annotated[Path | None, typer.Option(help="PNG file to write.")] = None,
+) -> None:
+    """The single-image panel: input, truth, every variant's prediction and disagreement."""
+    from unetq.report.panel import make_panel
+
+    console.print(f"panel: {make_panel(run, image, model, out)}")
+
+
+@needs_tensorflow
+def predict(
+    model: Annotated[
+        Path, typer.Option(help="A Keras model (.keras), a .tflite or an OpenVINO .xml variant.")
+    ],
+    images: Annotated[Path, typer.Option(help="An image file or a folder of images.")],
+    out: Annotated[Path, typer.Option(help="Folder for masks and overlays.")],
+    runtime: Annotated[
+        str | None, typer.Option(help="keras, litert or openvino (default from the file).")
+    ] = None,
+    threads: Annotated[int, typer.Option(help="Inference threads.")] = 1,
+    background: Annotated[int, typer.Option(help="Background class (not overlaid).")] = 0,
+    tile_overlap: Annotated[
+        int | None,
+        typer.Option(
+            help="Segment each image at its own size by overlapping tiles of the model's input "
+            "(pixels of overlap). Default: the study's own setting for a model of a tile-mode "
+            "run folder, else resize to the model's input."
+        ),
+    ] = None,
+) -> None:
+    """Segment your own images; writes mask PNGs at each image's size and overlays."""
+    from unetq.predict import predict_images, run_tile_overlap
+
+    if tile_overlap is None:
+        tile_overlap = run_tile_overlap(model)
+    with progress(transient=True) as bars:
+        result = predict_images(
+            model, images, out, runtime, threads, background, bars, tile_overlap
+        )
+    for path, reason in result.skipped:
+        console.print(f"[yellow]skipped[/] {path}: {reason}")
+    if result.median_ms is not None:
+        how = "tiles" if tile_overlap is not None else "resize"
+        console.print(
+            f"{len(result.written)} images segmented into {out}; median {result.median_ms:.1f} "
+            f"ms per image ({how} and model calls, {threads} thread(s))"
+        )
+    if not result.written:
+        raise UnetqError(f"no readable images in {images}")
