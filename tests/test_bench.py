@@ -271,7 +271,10 @@ def make_run(tmp_path, model_id="xception-f32-bn-e50", files=None):
 
 def config(**bench_cfg):
     return StudyConfig.model_validate(
-        {"data": {"image_size": 16}, "bench": {"repeats": 3, "warmup": 1, **bench_cfg}}
+        {
+            "data": {"image_size": 16},
+            "bench": {"repeats": 3, "warmup": 1, "peaks": "off", **bench_cfg},
+        }
     )
 
 

@@ -5,6 +5,7 @@ import shutil
 import subprocess
 
 import pytest
+from PIL import Image
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 pytestmark = [
@@ -56,3 +57,33 @@ def test_report_renders_without_console_errors_and_fits_1280_px(smoke_run, tmp_p
     shot = tmp_path / "report.png"
     proc = _chromium(tmp_path, "--window-size=1280,2400", f"--screenshot={shot}", page)
     assert shot.exists() and shot.stat().st_size > 10_000
+
+
+def test_inside_the_model_section_fits_1280_px_and_its_figures_load(tmp_path_factory, tmp_path):
+    from insidedata import inside_report
+
+    page = inside_report(tmp_path_factory).report.as_uri()
+    proc = _chromium(
+        tmp_path, "--window-size=1280,800", "--virtual-time-budget=3000", "--dump-dom", page
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    dom = proc.stdout
+    assert not [line for line in proc.stderr.splitlines() if "CONSOLE" in line]
+    assert re.search(r"<h2>Inside the model: xception-f8-bn-e2</h2>", dom)
+    html_tag = re.search(r"<html[^>]*>", dom).group(0)  # where the page wrote its measures
+    measured = dict(re.findall(r'data-([a-z-]+)="(\d+)"', html_tag))
+    assert int(measured["scroll-width"]) <= int(measured["client-width"]) <= 1280, measured
+    assert measured["broken-images"] == "0"  # every figure decoded (naturalWidth > 0)
+    assert measured["wide-tables"] == "0"  # the section's tables fit without scrolling sideways
+    section = dom[dom.index('<section id="inside">') : dom.index("</section>")]
+    assert section.count('src="data:image/png;base64,') == 2
+
+    # the whole page at 1280 px, then the section cut out of it
+    shot = tmp_path / "report.png"
+    height = int(measured["scroll-height"])
+    _chromium(tmp_path, f"--window-size=1280,{height}", f"--screenshot={shot}", page)
+    top = int(float(re.search(r'data-section-tops="([\d.]+)', html_tag).group(1)))
+    with Image.open(shot) as image:
+        assert image.size == (1280, height)
+        image.crop((0, top, 1280, min(top + 2400, height))).save(tmp_path / "inside.png")
+    assert (tmp_path / "inside.png").stat().st_size > 10_000

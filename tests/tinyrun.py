@@ -40,7 +40,7 @@ def tiny_config():
             "data": {"source": "synthetic", "synthetic_count": 40, "image_size": SIZE},
             "train": {"filters": [4, 8], "batchnorm": [True], "epochs": [2], "batch_size": 4},
             "compress": {"variants": VARIANTS, "calibration_images": 8, "verify_images": 2},
-            "bench": {"runtimes": ["keras", "litert"]},
+            "bench": {"runtimes": ["keras", "litert"], "peaks": "off"},
             "robustness": {
                 "conditions": ["gaussian_noise", "occlusion"],
                 "severities": [1, 2],

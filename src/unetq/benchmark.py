@@ -27,6 +27,7 @@ from unetq.study import (
     step_compress,
     step_data,
     step_evaluate,
+    step_inspect,
     step_report,
     step_robustness,
 )
@@ -88,7 +89,7 @@ def run_benchmark(
     else:
         console.print(f"[yellow]{NO_DATA}[/]", highlight=False)
         steps += [("compress", step_compress_without_data)]
-    steps += [("bench", step_bench)]
+    steps += [("bench", step_bench), ("inspect", step_inspect)]
     if has_data:
         steps += [("robustness", step_robustness)]
     steps += [("report", step_report)]

@@ -16,7 +16,6 @@ from __future__ import annotations
 import contextlib
 import csv
 import functools
-import hashlib
 import math
 import os
 import tempfile
@@ -41,6 +40,7 @@ from unetq.records import CompressRecord
 from unetq.runfolder import (
     COMPRESSED_CSV,
     MODEL_FILE,
+    array_digest,
     artifact_path,
     artifact_size,
     file_digest,
@@ -353,12 +353,12 @@ class _Digests:
     """Digests of the images every conversion of a stage shares, and a variant's settings."""
 
     def __init__(self, calibration, verify, validation):
-        self.verify = _array_digest(verify)
-        self.calibration = _array_digest(calibration) if calibration is not None else ""
+        self.verify = array_digest(verify)
+        self.calibration = array_digest(calibration) if calibration is not None else ""
         self.validation = ""
         if validation is not None:
             masks = np.append(validation.masks.ravel(), validation.background_class)
-            self.validation = _array_digest(validation.images) + _array_digest(masks)
+            self.validation = array_digest(validation.images) + array_digest(masks)
 
     def settings(self, variant: Variant, cfg: CompressConfig, hw) -> dict[str, Any]:
         settings = dict(variant.settings(cfg))
@@ -500,13 +500,6 @@ def _image_hw(images, what: str, hw: tuple[int | None, int | None], model_path: 
             f"{what} images are {size[0]}x{size[1]} but {model_path} takes {hw[0]}x{hw[1]}"
         )
     return (int(size[0]), int(size[1]))
-
-
-def _array_digest(array: np.ndarray) -> str:
-    array = np.ascontiguousarray(array)
-    digest = hashlib.sha256(f"{array.dtype}{array.shape}".encode())
-    digest.update(array.tobytes())
-    return digest.hexdigest()
 
 
 def compress_config(

@@ -126,6 +126,9 @@ class BenchConfig(_Strict):
     slow_variant_repeats: int = Field(3, ge=1)
     # each model's measurements are interleaved in this many rounds (see bench.measure_interleaved)
     rounds: int = Field(10, ge=1)
+    # this machine's peak multiply-add rates and bandwidth (bench.peaks), measured with the
+    # latencies: "full", "tiny" (a seconds-long check for tests) or "off"
+    peaks: Literal["full", "tiny", "off"] = "full"
 
 
 class RobustnessConfig(_Strict):
@@ -144,6 +147,15 @@ class RobustnessConfig(_Strict):
     variants: list[str] = ["keras", "tflite-fp16", "tflite-int8", "tflite-dynamic-int8"]
     max_images: int | None = Field(None, ge=1)
     seed: int = 0
+
+
+class InspectConfig(_Strict):
+    """The per-layer table of every model and variant (unetq.inside)."""
+
+    enabled: bool = True
+    models: list[str] | None = None  # None = every model
+    calls: int = Field(30, ge=3)  # profiled calls per variant and thread count
+    error_images: int = Field(8, ge=1)  # validation images the per-layer error is measured on
 
 
 class ClusterConfig(_Strict):
@@ -168,6 +180,7 @@ class StudyConfig(_Strict):
     evaluate: EvaluateConfig = EvaluateConfig()
     bench: BenchConfig = BenchConfig()
     robustness: RobustnessConfig = RobustnessConfig()
+    inspect: InspectConfig = InspectConfig()
     cluster: ClusterConfig = ClusterConfig()
 
 

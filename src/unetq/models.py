@@ -225,9 +225,18 @@ def _spatial(shape) -> int:
 def _layer_macs(layer: Any) -> int:
     """Multiply-adds of one layer for one image, from its input/output shapes (biases excluded)."""
     keras = _keras()
-    layers = keras.layers
     if isinstance(layer, keras.Model):
         return sum(_layer_macs(inner) for inner in layer.layers)
+    if isinstance(layer.input, list | tuple):  # adds and concatenations: no multiply-adds
+        return 0
+    return layer_macs(layer, tuple(layer.input.shape), tuple(layer.output.shape))
+
+
+def layer_macs(layer: Any, in_shape: tuple, out_shape: tuple) -> int:
+    """Multiply-adds for one image of a Conv2D, SeparableConv2D (depthwise + pointwise),
+    DepthwiseConv2D, Conv2DTranspose or Dense layer called on `in_shape` -> `out_shape`; 0 for
+    every other layer."""
+    layers = _keras().layers
     if not isinstance(
         layer,
         layers.Conv2D
@@ -237,8 +246,6 @@ def _layer_macs(layer: Any) -> int:
         | layers.Dense,
     ):
         return 0
-    in_shape = tuple(layer.input.shape)
-    out_shape = tuple(layer.output.shape)
     cin = int(in_shape[-1])
     cout = int(out_shape[-1])
     if isinstance(layer, layers.Dense):

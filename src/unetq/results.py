@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from unetq.bench.machine import int8_limit_ms
 from unetq.errors import DataError, UnetqError
 from unetq.fileio import atomic_path
 from unetq.metrics import dataset_scores
@@ -230,6 +231,7 @@ def write_average_results(run_dir: Path) -> Path:
     df = _fill_sizes(df, run)
     df = add_speedup(df)
     df = add_image_latency(df, read_json(run.dataset).get("tiles_per_image"))
+    df = add_limits(df, run)
     df = sort_rows(df)
     df = with_study_columns(df.reset_index(drop=True), read_csv(run.trained_csv))
     df = _with_study_measures(df)
@@ -255,6 +257,28 @@ def bench_table(path: Path) -> pd.DataFrame:
     df = pd.read_csv(path)
     df = df[df["threads"].notna()] if "threads" in df else df.iloc[0:0]
     return df.assign(size_mb=df["size_bytes"] / 1e6) if "size_bytes" in df else df
+
+
+def add_limits(df: pd.DataFrame, run: RunFolder) -> pd.DataFrame:
+    """limit_ms: the sum of a variant's per-layer bounds at that thread count (each model's
+    layers.csv, unetq.inside); x_limit: the median over it; isa_int8_limit_ms: the earlier
+    compute-only estimate (every multiply-add at the ISA's int8 peak, OS-reported clock)."""
+    tables = [read_csv(run.layers(m)) for m in run.model_ids()]
+    tables = [t for t in tables if not t.empty and "bound_ms" in t]
+    if not tables or "threads" not in df or "latency_ms_median" not in df:
+        return df
+    layers = pd.concat(tables, ignore_index=True)
+    layers = layers[layers["kind"] != "runtime"]
+    keys = [*KEYS, "threads"]
+    sums = layers.groupby(keys).agg(
+        limit_ms=("bound_ms", lambda b: b.sum(min_count=len(b))), macs=("macs", "sum")
+    )
+    df = df.merge(sums.reset_index(), on=keys, how="left")
+    df["x_limit"] = df["latency_ms_median"] / df["limit_ms"]
+    machine = read_json(run.machine)
+    isa = [int8_limit_ms(m, machine)[0] / t for m, t in zip(df["macs"], df["threads"], strict=True)]
+    df["isa_int8_limit_ms"] = isa
+    return df.drop(columns="macs")
 
 
 def add_image_latency(df: pd.DataFrame, tiles_per_image: float | None) -> pd.DataFrame:

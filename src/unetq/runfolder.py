@@ -4,6 +4,7 @@
 runs/<study>/
   config.toml  dataset.json  machine.json  steps.json
   models/<model_id>/model.keras, history.csv, done.json, <variant>.tflite (+ .json sidecar)
+  models/<model_id>/layers.csv      per layer and variant: shape, MACs, bytes, time, bound, error
   models/.train/<run_id>/           training resume state
   trained_models_info.csv  compressed_models_info.csv
   model_performance_individual_results.csv  model_performance_average_results.csv
@@ -189,6 +190,10 @@ class RunFolder:
     def done_marker(self, model_id: str) -> Path:
         return self.model_dir(model_id) / DONE_FILE
 
+    def layers(self, model_id: str) -> Path:
+        """The per-layer table of every variant of a model (unetq.inside)."""
+        return self.model_dir(model_id) / "layers.csv"
+
     def model_info(self, model_id: str) -> Path:
         """How a user's own model was brought in (`unetq benchmark`): source, input range, size."""
         return self.model_dir(model_id) / "model.json"
@@ -305,6 +310,16 @@ def file_digest(path: Path) -> str:
                 digest.update(block)
         _DIGESTS[key] = digest.hexdigest()
     return _DIGESTS[key]
+
+
+def array_digest(array: Any) -> str:
+    """SHA-256 of an array's dtype, shape and bytes: which images a result was computed on."""
+    import numpy as np
+
+    array = np.ascontiguousarray(array)
+    digest = hashlib.sha256(f"{array.dtype}{array.shape}".encode())
+    digest.update(array.tobytes())
+    return digest.hexdigest()
 
 
 def artifact_digest(artifact: Path) -> str:

@@ -281,21 +281,33 @@ class KerasPredictor(Predictor):
 # ----------------------------------------------------------------------------- litert
 
 
-def open_interpreter(artifact: Path | None = None, content: bytes | None = None, threads: int = 1):
+def open_interpreter(
+    artifact: Path | None = None,
+    content: bytes | None = None,
+    threads: int = 1,
+    preserve_all_tensors: bool = False,
+):
     """Create and allocate an ai-edge-litert Interpreter; ModelError if it cannot run.
 
     Models needing TF "Flex" (Select TF) or custom ops fail here: LiteRT wheels have no Flex
-    delegate. The message names the offending ops.
+    delegate. The message names the offending ops. `preserve_all_tensors` keeps every
+    intermediate tensor readable (on the reference kernels, without XNNPACK).
     """
+    import warnings
+
     from ai_edge_litert.interpreter import Interpreter
 
     where = str(artifact) if artifact is not None else "converted model"
+    source = {"model_content": content} if content is not None else {"model_path": str(artifact)}
     try:
-        with native_stderr_quiet():  # "INFO: Created TensorFlow Lite XNNPACK delegate for CPU."
-            if content is not None:
-                interp = Interpreter(model_content=content, num_threads=threads)
-            else:
-                interp = Interpreter(model_path=str(artifact), num_threads=threads)
+        # "INFO: Created TensorFlow Lite XNNPACK delegate for CPU."; the debugging notice
+        with native_stderr_quiet(), warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            interp = Interpreter(
+                **source,
+                num_threads=threads,
+                experimental_preserve_all_tensors=preserve_all_tensors,
+            )
     except Exception as exc:
         raise ModelError(f"cannot load TFLite model {where}: {first_line(exc)}") from None
     try:

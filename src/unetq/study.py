@@ -30,9 +30,11 @@ from unetq.data.images import image_size
 from unetq.errors import ConfigError
 from unetq.evaluate import evaluate_run
 from unetq.fileio import write_csv, write_json, write_text
+from unetq.inside.run import inspect_run
 from unetq.progress import make_progress
 from unetq.report import build_report
 from unetq.report.panel import make_panel
+from unetq.results import write_average_results
 from unetq.robustness import robustness_run
 from unetq.runfolder import RunFolder, read_json
 from unetq.runlock import own_run_folder
@@ -183,6 +185,17 @@ def step_bench(ctx: StudyContext) -> None:
         )
 
 
+def step_inspect(ctx: StudyContext) -> None:
+    """layers.csv of every model (per layer: cost, time, bound, error), after the bench so the
+    machine's peaks are known; the average CSV gains each variant's limit."""
+    if not ctx.cfg.inspect.enabled:
+        return
+    peaks = read_json(ctx.run.machine).get("peaks") or {}
+    images = ctx.split("val").images if ctx.index is not None else None
+    inspect_run(ctx.run_dir, ctx.cfg, peaks, images, ctx.progress)
+    write_average_results(ctx.run_dir)
+
+
 def step_robustness(ctx: StudyContext) -> None:
     if ctx.cfg.robustness.enabled:
         robustness_run(ctx.run_dir, ctx.index, ctx.cfg, progress=ctx.progress)
@@ -203,9 +216,18 @@ STEPS: list[tuple[str, Callable[[StudyContext], None]]] = [
     ("compress", step_compress),
     ("evaluate", step_evaluate),
     ("bench", step_bench),
+    ("inspect", step_inspect),
     ("robustness", step_robustness),
     ("report", step_report),
 ]
+
+
+def check_study(executor: str, ray_address: str | None, mlflow: str | None) -> None:
+    """A missing extra, an unknown executor or a bad tracking URI: one line before anything
+    runs or is written."""
+    if mlflow:
+        check_tracking(mlflow)
+    check_executor(executor, ray_address)
 
 
 def run_study(
@@ -218,9 +240,7 @@ def run_study(
 ) -> Path:
     """Run every step of the study into run_dir (units on a Ray cluster with executor 'ray',
     the finished study logged to the MLflow tracking URI `mlflow`); return the report's path."""
-    if mlflow:  # a missing extra or a bad URI ends the study before it starts
-        check_tracking(mlflow)
-    check_executor(executor, ray_address)
+    check_study(executor, ray_address, mlflow)
     fields = {"mlflow": mlflow}
     return run_steps(cfg, run_dir, STEPS, "study", console, fields, executor, ray_address)
 

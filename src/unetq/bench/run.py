@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 
 from unetq.bench.machine import machine_info
+from unetq.bench.peaks import measure_in_child, with_peaks
 from unetq.bench.probe import DEFAULT_LOADER, ProbeResult
 from unetq.bench.session import ProbeJob, bench_images, measure_interleaved
 from unetq.errors import UnetqError
@@ -195,9 +196,14 @@ class BenchStage(Stage):
         return bench_jobs(model_dir, *args)
 
     def prepare(self, todo: list[Unit]) -> None:
+        """machine.json: the machine of the measurements (not of a later reader), with its
+        peaks (bench.peaks) measured alone, before the latencies."""
         machine = RunFolder(self.root).machine
-        if todo or not machine.exists():  # the machine of the measurements, not of a reader
-            write_json(machine, machine_info())
+        if todo or not machine.exists():
+            info = machine_info()
+            if self.cfg.peaks != "off":
+                info = with_peaks(info, measure_in_child(self.threads, self.cfg.peaks))
+            write_json(machine, info)
 
     def run(self, group: list[Unit], progress: Any = None) -> Failures:
         model_id = group[0].group

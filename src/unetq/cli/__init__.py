@@ -16,7 +16,7 @@ import sys
 import typer
 from rich.text import Text
 
-from unetq.cli import build, data, measure, study
+from unetq.cli import build, data, inside, measure, study
 from unetq.cli.output import err_console
 from unetq.errors import Interrupted, UnetqError, storage_error
 
@@ -31,7 +31,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     add_completion=False,
 )
-for group in (build, measure, study, data):
+for group in (build, measure, inside, study, data):
     group.register(app)
 
 

@@ -25,7 +25,6 @@ def register(app: typer.Typer) -> None:
         app.command()(command)
 
 
-@needs_tensorflow
 def study(
     preset: PresetOpt = "quick",
     config: ConfigOpt = None,
@@ -60,13 +59,16 @@ def study(
 ) -> None:
     """Train the grid, compress every model, evaluate and benchmark every variant, report."""
     from unetq.config import build_config
+    from unetq.runtimes import import_tensorflow
+    from unetq.study import check_study, run_study
 
     cfg = build_config(preset, config, set_, {"data.data_dir": data_dir, "data.format": fmt})
+    if not dry_run:  # a missing extra or a bad URI: one line before TensorFlow loads
+        check_study(executor, ray_address, mlflow)
+    import_tensorflow()  # first, before OpenVINO or LiteRT (see options.needs_tensorflow)
     if dry_run:
         _print_plan(cfg)
         return
-    from unetq.study import run_study
-
     run_dir = out or Path("runs") / preset
     report = run_study(cfg, run_dir, console, executor, ray_address, mlflow)
     print_summary(run_dir)

@@ -13,7 +13,7 @@ import pandas as pd
 from unetq.errors import UnetqError
 from unetq.fileio import write_text
 from unetq.recommend import DEFAULT_MAX_IOU_DROP, Budgets, recommend, summary_lines
-from unetq.report import figures
+from unetq.report import figures, inside
 from unetq.report.tables import (
     factor_effects,
     guard_table,
@@ -49,7 +49,7 @@ box-shadow:0 1px 2px rgba(0,0,0,.08)}
 table{border-collapse:collapse;font-size:.86rem;width:100%}
 th,td{padding:5px 8px;border-bottom:1px solid #eceef2;text-align:right;white-space:nowrap}
 th{background:#eef1f6;position:sticky;top:0;cursor:pointer;user-select:none}
-td:first-child,th:first-child,td.text{text-align:left}
+td:first-child,th:first-child,td.text,th.text{text-align:left}
 tr:hover td{background:#f4f7fc}
 th.sorted-asc::after{content:" \\25B2"}th.sorted-desc::after{content:" \\25BC"}
 img{max-width:100%;height:auto;background:#fff;border-radius:6px}
@@ -60,15 +60,28 @@ pre{background:#fff;padding:10px;border-radius:6px;overflow-x:auto;font-size:.8r
 details{margin:.6em 0;background:#fff;border-radius:6px;padding:.3em .8em;
 box-shadow:0 1px 2px rgba(0,0,0,.08)}
 summary{cursor:pointer;font-weight:600;padding:.3em 0}
+td.wrap{white-space:normal}
 """
 
-# The page records its own width, so a headless browser test can check that nothing sticks out
-# of the window (the report's promise: readable at 1280 px without scrolling sideways).
+# The page records its own size, the images that did not load, the tables of a <section> that
+# scroll sideways and where the sections start, so a headless browser test can check that
+# nothing sticks out of the window (the report's promise: readable at 1280 px without scrolling
+# sideways) and take a picture of a section.
 WIDTH_SCRIPT = """
 window.addEventListener('load', function(){
-  var root = document.documentElement;
-  root.dataset.scrollWidth = root.scrollWidth;
-  root.dataset.clientWidth = root.clientWidth;
+  var page = document.scrollingElement || document.documentElement;
+  var data = document.documentElement.dataset;
+  var count = function(nodes, test){return Array.prototype.filter.call(nodes, test).length;};
+  data.scrollWidth = page.scrollWidth;
+  data.clientWidth = page.clientWidth;
+  data.scrollHeight = page.scrollHeight;
+  data.brokenImages = count(document.images, function(img){return !img.naturalWidth;});
+  data.wideTables = count(document.querySelectorAll('section .scroll'), function(el){
+    return el.scrollWidth > el.clientWidth;
+  });
+  data.sectionTops = Array.prototype.map.call(document.querySelectorAll('section'), function(el){
+    return el.getBoundingClientRect().top + page.scrollTop;
+  }).join(',');
 });
 """
 
@@ -117,7 +130,9 @@ def build_report(run_dir: Path) -> Path:
     parts.append(_context(run, dataset, machine, tables.average))
     parts.append(_overview(table))
     parts.append(_pareto(table, dataset))
+    parts.append(_factor_effects(tables.average))
     parts.append(_guards(run, tables.average))
+    parts.append(_inside_model(run, tables.average))
     parts += _details_sections(run, tables, table, machine)
 
     page = (
@@ -186,6 +201,94 @@ def _pareto(table: pd.DataFrame, dataset: dict) -> str:
         _figure(figures.accuracy_vs_latency(table, c, unit), f"fg IoU vs {c}") for c in cols
     )
     return f"<h2>Accuracy against latency</h2><div class='grid'>{figs}</div>"
+
+
+def _factor_effects(average: pd.DataFrame) -> str:
+    """The original study's own analysis drawn, its table folded beneath."""
+    effects = factor_effects(average)
+    if effects.empty:
+        return ""
+    return (
+        "<h2>Effect of each factor</h2>"
+        '<p class="note">Mean paired change when one factor changes and all others stay equal '
+        "(one thread): a dot per level, with its 95% bootstrap interval over the pairs; an "
+        "interval that straddles 0 means no clear effect.</p>"
+        + _figure(figures.factor_effects(effects), "effect of each factor")
+        + _details(
+            f"Effect of each factor: the table ({len(effects)} rows)",
+            _html_table(effects, sortable=True),
+        )
+    )
+
+
+def _inside_model(run: RunFolder, average: pd.DataFrame) -> str:
+    """The best model layer by layer (models/<id>/layers.csv): where its time goes, its blocks,
+    time per block against the whole call, and the layers that stand out."""
+    best = _best_model(average)
+    if best is None:
+        return ""
+    heading = f"<section id='inside'><h2>Inside the model: {html.escape(best)}</h2>"
+    layers = inside.read_layers(run, best)
+    if layers.empty:
+        command = f"unetq inspect {run.model_dir(best)}"
+        return (
+            f"{heading}<p class='note'>No per-layer table for {html.escape(best)} yet; "
+            f"<code>{html.escape(command)}</code> writes it.</p></section>"
+        )
+    sentence = inside.where_time_goes(layers, _recommended_variant(run.root))
+    return "".join(
+        [
+            heading,
+            f"<p class='answer'>{html.escape(sentence)}</p>" if sentence else "",
+            _inside_figures(layers),
+            _untimed_line(layers),
+            _layer_table("Slowest layers", inside.slowest_layers(layers)),
+            _layer_table("Farthest from their bound", inside.farthest_from_bound(layers)),
+            _layer_table("Largest quantization error (int8)", inside.largest_errors(layers)),
+            "</section>",
+        ]
+    )
+
+
+def _inside_figures(layers: pd.DataFrame) -> str:
+    colors = figures.block_colors(inside.block_order(layers))
+    blocks, skips = inside.unet_blocks(layers), inside.skip_connections(layers)
+    parts = [
+        _figure(figures.unet(blocks, skips, colors), "the U-Net's blocks"),
+        "<p class='note'>The blocks in the order they run, one level lower for each halving "
+        "of the resolution, each box as tall as its resolution, labelled with the output "
+        "shape of its last layer; dashed: skip connections.</p>",
+    ]
+    times, calls = inside.block_times(layers)
+    if not times.empty:
+        parts += [
+            _figure(figures.time_per_block(times, calls, colors), "time per block"),
+            "<p class='note'>Each variant whose runtime times its layers, at its smallest "
+            "thread count: the layers' mean times stacked by block, against the median time "
+            "of the whole call measured in the same session (the rest is the runtime's own "
+            "overhead between layers).</p>",
+        ]
+    return "".join(parts)
+
+
+def _untimed_line(layers: pd.DataFrame) -> str:
+    note = inside.untimed_note(layers)
+    return f"<p class='note'>Not timed layer by layer: {html.escape(note)}</p>" if note else ""
+
+
+def _layer_table(title: str, rows: pd.DataFrame) -> str:
+    if rows.empty:
+        return ""
+    return f"<h3>{html.escape(title)}</h3>" + _html_table(rows, sortable=True, wrap=("kernel",))
+
+
+def _recommended_variant(run_dir: Path) -> str | None:
+    """The variant the report recommends at one thread (None: keras itself, or no results)."""
+    try:
+        [rec] = recommend(run_dir, Budgets(threads=1))
+    except UnetqError:
+        return None
+    return rec.chosen.variant if rec.chosen else None
 
 
 def _int8_loss_lines(run: RunFolder, average: pd.DataFrame) -> str:
@@ -257,13 +360,6 @@ def _details_sections(run: RunFolder, tables, table: pd.DataFrame, machine: dict
             + _slow_variant_note(tables.average),
         ),
         _details("Size and memory per variant", _figure(figures.size_and_memory(table), "size")),
-        _details(
-            "Effect of each factor",
-            '<p class="note">Mean paired change when one factor changes and all others stay '
-            "equal (one thread), with a 95% bootstrap interval over the pairs; an interval that "
-            "straddles 0 means no clear effect.</p>"
-            + _html_table(factor_effects(tables.average), sortable=True),
-        ),
         _details(
             "Training",
             _figure(figures.training_curves(run.root), "training curves")
@@ -356,24 +452,39 @@ def _fmt(value) -> tuple[str, str]:
     return html.escape(str(value)), html.escape(str(value))
 
 
-def _html_table(df: pd.DataFrame, sortable: bool = False, tall: bool = False) -> str:
+def _html_table(
+    df: pd.DataFrame, sortable: bool = False, tall: bool = False, wrap: tuple[str, ...] = ()
+) -> str:
+    """`wrap`: columns whose text may break over lines (at spaces) when the table is too wide."""
     if df is None or df.empty:
         return '<p class="note">No rows yet.</p>'
     cls = "sortable" if sortable else ""
-    head = "".join(f"<th>{html.escape(str(c))}</th>" for c in df.columns)
+    first = df.iloc[0]
+    head = "".join(_th(c, first[c]) for c in df.columns)
+    wraps = [c in wrap for c in df.columns]
     rows = []
     for record in df.itertuples(index=False):
         cells = []
-        for value in record:
+        for value, wrapping in zip(record, wraps, strict=True):
             text, key = _fmt(value)
-            kind = ' class="text"' if isinstance(value, str) else ""
-            cells.append(f'<td{kind} data-v="{key}">{text}</td>')
+            cells.append(f'<td{_cell_class(value, wrapping)} data-v="{key}">{text}</td>')
         rows.append("<tr>" + "".join(cells) + "</tr>")
     scroll = "scroll tall" if tall else "scroll"
     return (
         f'<div class="{scroll}"><table class="{cls}"><thead><tr>{head}</tr></thead>'
         f"<tbody>{''.join(rows)}</tbody></table></div>"
     )
+
+
+def _cell_class(value, wrapping: bool) -> str:
+    names = [n for n, on in (("text", isinstance(value, str)), ("wrap", wrapping)) if on]
+    return f' class="{" ".join(names)}"' if names else ""
+
+
+def _th(column, value) -> str:
+    """A column's head, aligned like its cells (text to the left)."""
+    kind = ' class="text"' if isinstance(value, str) else ""
+    return f"<th{kind}>{html.escape(str(column))}</th>"
 
 
 def _dataset_line(dataset: dict) -> str:
