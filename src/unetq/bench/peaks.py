@@ -422,3 +422,24 @@ if __name__ == "__main__":
     # Ctrl-C reaches the whole process group: the parent stops this child itself.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     sys.exit(main())
+
+
+def cached_peaks(threads: list[int], scale: str = "full") -> dict:
+    """This machine's peaks from the user cache, measured (in a child) and kept there when the
+    cache has none for this CPU, its libraries and these thread counts: `unetq inspect --model`
+    should not pay 20 s each time."""
+    from unetq.bench.machine import machine_info
+    from unetq.data.cache import cache_dir
+    from unetq.fileio import write_json
+    from unetq.runfolder import read_json
+
+    info = machine_info()
+    key = json.dumps(
+        [info.get(k) for k in ("cpu_model", "isa", "versions", "usable_cores")] + [threads, scale]
+    )
+    path = cache_dir() / "peaks.json"
+    known = read_json(path)
+    if key not in known:
+        known[key] = measure_in_child(threads, scale)
+        write_json(path, known)
+    return known[key]

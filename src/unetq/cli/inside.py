@@ -87,9 +87,10 @@ def inspect(
     fused = [r for r in shown if r["kind"] in FUSED_KINDS]
     if not every:
         shown = [r for r in shown if r["kind"] not in FUSED_KINDS]
-    if top:
-        shown = sorted(shown, key=lambda r: -(r["time_ms"] if r["time_ms"] == r["time_ms"] else 0))
-        shown = shown[:top]
+    if top:  # the slowest, or without times the longest bounds
+        timed = any(r["time_ms"] == r["time_ms"] for r in shown)
+        column = "time_ms" if timed else "bound_ms"
+        shown = sorted(shown, key=lambda r: -(r[column] if r[column] == r[column] else 0))[:top]
     table = [
         {
             **r,
@@ -117,10 +118,10 @@ def _run_rows(model_dir: Path) -> tuple[list[dict], str | None]:
 
 
 def _keras_rows(model: Path) -> list[dict]:
-    from unetq.bench.peaks import measure_in_child
+    from unetq.bench.peaks import cached_peaks
     from unetq.inside.run import keras_rows
 
     with progress(transient=True) as bars:
         bars.add_task("measuring this machine's peaks", total=None)
-        peaks = measure_in_child([1], "full")
+        peaks = cached_peaks([1])
     return keras_rows(model, peaks)

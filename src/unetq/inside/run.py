@@ -179,16 +179,16 @@ def check_model_dir(model_dir: Path) -> RunFolder:
 
 
 def run_peaks(run: RunFolder, cfg: Any) -> dict[str, Any]:
-    """The peaks in the run's machine.json, else measured now (and kept there when machine.json
-    describes this machine)."""
+    """The peaks in the run's machine.json, else this machine's (bench.peaks.cached_peaks, kept
+    in machine.json too when it describes this machine)."""
     from unetq.bench.machine import machine_info
-    from unetq.bench.peaks import measure_in_child, with_peaks
+    from unetq.bench.peaks import cached_peaks, with_peaks
     from unetq.bench.run import resolve_threads
 
     recorded = read_json(run.machine)
     if recorded.get("peaks"):
         return recorded["peaks"]
-    peaks = measure_in_child(resolve_threads(cfg.bench.threads), "full")
+    peaks = cached_peaks(resolve_threads(cfg.bench.threads))
     here = machine_info()
     if recorded and all(recorded.get(k) == here.get(k) for k in ("cpu_model", "isa", "versions")):
         write_json(run.machine, with_peaks(recorded, peaks))
