@@ -40,6 +40,7 @@ def test_the_plan_counts_the_smoke_grid_and_scales_by_multiply_adds(monkeypatch,
     assert large.seconds / small.seconds == pytest.approx(large.gmacs / small.gmacs)
 
 
+@pytest.mark.slow  # times real training steps in a child process
 def test_dry_run_prints_the_estimate_and_writes_nothing(cache_env, tmp_path):
     out = tmp_path / "run"
     proc = run_cli(["study", "--preset", "smoke", "--dry-run", "--out", out], env=cache_env)

@@ -247,14 +247,17 @@ class _Holder:
         return True
 
 
-def check_executor(name: str, address: str | None) -> None:
-    """One line, before anything is written, for an executor that cannot run here."""
+def check_executor(name: str, address: str | None, timeout: float | None = None) -> None:
+    """One line, before anything is written, for an executor that cannot run here; with a
+    `timeout`, a head address whose port does not answer too (nothing else loads before it)."""
     if name not in EXECUTORS:
         raise UnetqError(f"unknown executor '{name}' (choose from {', '.join(EXECUTORS)})")
     if name == "local" and address:
         raise UnetqError("--ray-address needs --executor ray")
     if name == "ray":
         import_ray()
+        if timeout is not None and address not in (None, "auto") and "://" not in address:
+            _wait_for_port(address, address, timeout)
 
 
 def wait_for_head(address: str | None, timeout: float) -> None:

@@ -222,12 +222,14 @@ STEPS: list[tuple[str, Callable[[StudyContext], None]]] = [
 ]
 
 
-def check_study(executor: str, ray_address: str | None, mlflow: str | None) -> None:
-    """A missing extra, an unknown executor or a bad tracking URI: one line before anything
-    runs or is written."""
+def check_study(
+    executor: str, ray_address: str | None, mlflow: str | None, timeout: float | None = None
+) -> None:
+    """A missing extra, an unknown executor, a Ray head whose port does not answer within
+    `timeout` or a bad tracking URI: one line before anything runs or is written."""
     if mlflow:
         check_tracking(mlflow)
-    check_executor(executor, ray_address)
+    check_executor(executor, ray_address, timeout)
 
 
 def run_study(
@@ -240,7 +242,7 @@ def run_study(
 ) -> Path:
     """Run every step of the study into run_dir (units on a Ray cluster with executor 'ray',
     the finished study logged to the MLflow tracking URI `mlflow`); return the report's path."""
-    check_study(executor, ray_address, mlflow)
+    check_study(executor, ray_address, mlflow, cfg.cluster.connect_timeout_s)
     fields = {"mlflow": mlflow}
     return run_steps(cfg, run_dir, STEPS, "study", console, fields, executor, ray_address)
 

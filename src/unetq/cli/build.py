@@ -90,7 +90,7 @@ COMPRESS_COLUMNS: list[Column] = [
 ]
 
 
-@needs_tensorflow
+@needs_tensorflow(files=("model",))
 def compress(
     model: Annotated[Path, typer.Option("--model", help="Keras segmentation model (.keras).")],
     variants: Annotated[

@@ -29,19 +29,28 @@ def config_choice(name: str) -> Callable[[Any], Any]:
     return check
 
 
-def needs_tensorflow(command: Callable) -> Callable:
+def needs_tensorflow(command: Callable | None = None, *, files: tuple[str, ...] = ()):
     """Import TensorFlow before the command's body runs, after its options are parsed (so
     `--help` and usage errors answer at once): in a process that also loads OpenVINO or LiteRT,
-    TensorFlow's oneDNN libraries must be loaded first."""
+    TensorFlow's oneDNN libraries must be loaded first. The options named in `files` must be
+    existing files: one line, before TensorFlow loads, when one is not."""
 
-    @functools.wraps(command)
-    def run(*args, **kwargs):
-        from unetq.runtimes import import_tensorflow
+    def wrap(command: Callable) -> Callable:
+        @functools.wraps(command)
+        def run(*args, **kwargs):
+            from unetq.errors import ModelError
+            from unetq.runtimes import import_tensorflow
 
-        import_tensorflow()
-        return command(*args, **kwargs)
+            for name in files:
+                path = kwargs.get(name)
+                if path is not None and not Path(path).is_file():
+                    raise ModelError(f"model file not found: {path}")
+            import_tensorflow()
+            return command(*args, **kwargs)
 
-    return run
+        return run
+
+    return wrap(command) if command is not None else wrap
 
 
 DataDirOpt = Annotated[

@@ -64,7 +64,7 @@ def study(
 
     cfg = build_config(preset, config, set_, {"data.data_dir": data_dir, "data.format": fmt})
     if not dry_run:  # a missing extra or a bad URI: one line before TensorFlow loads
-        check_study(executor, ray_address, mlflow)
+        check_study(executor, ray_address, mlflow, cfg.cluster.connect_timeout_s)
     import_tensorflow()  # first, before OpenVINO or LiteRT (see options.needs_tensorflow)
     if dry_run:
         _print_plan(cfg)
@@ -94,7 +94,7 @@ def _print_plan(cfg) -> None:
         say(line)
 
 
-@needs_tensorflow
+@needs_tensorflow(files=("model",))
 def benchmark(
     model: Annotated[Path, typer.Option("--model", help="Your trained model (.keras or .h5).")],
     data_dir: Annotated[
@@ -168,7 +168,7 @@ def show(
     console.print(f"panel: {make_panel(run, image, model, out)}")
 
 
-@needs_tensorflow
+@needs_tensorflow(files=("model",))
 def predict(
     model: Annotated[
         Path, typer.Option(help="A Keras model (.keras), a .tflite or an OpenVINO .xml variant.")
