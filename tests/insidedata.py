@@ -13,6 +13,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from unetq.inside.table import COLUMNS
+
 BEST = "xception-f8-bn-e2"  # the tiny run's model the synthetic average CSV makes best
 FG_IOU = {"xception-f4-bn-e2": 0.55, BEST: 0.62}  # keras test fg IoU of the tiny run's models
 PEAK_MACS = {"f32": 50e9, "int8": 200e9}  # multiply-adds per second and thread
@@ -23,27 +25,17 @@ LAYER_VARIANTS = [  # variant, runtime, precision name, timed
     ("openvino-fp32", "openvino", "f32", True),
     ("openvino-int8", "openvino", "int8", True),
 ]
-COLUMNS = [
-    "model_id",
-    "variant",
-    "runtime",
-    "threads",
-    "index",
-    "layer",
-    "kind",
-    "block",
-    "output_shape",
-    "params",
-    "macs",
-    "bytes",
-    "precision",
-    "kernel",
-    "time_ms",
-    "call_ms",
-    "bound_ms",
-    "bound",
-    "x_bound",
-    "error",
+# the blocks of build_model("xception", 8, True, 3, 32), in order
+XCEPTION_BLOCKS = [
+    "encoder 16px",
+    "encoder 8px",
+    "encoder 4px",
+    "bottleneck 2px",
+    "decoder 4px",
+    "decoder 8px",
+    "decoder 16px",
+    "decoder 32px",
+    "head",
 ]
 
 

@@ -12,6 +12,7 @@ import pytest
 from insidedata import (
     BEST,
     FG_IOU,
+    XCEPTION_BLOCKS,
     inside_report,
     model_layer_list,
     synthetic_average,
@@ -34,17 +35,7 @@ def layers(tmp_path_factory) -> pd.DataFrame:
 
 def test_blocks_are_named_in_row_order_with_the_shape_of_their_last_layer(layers):
     blocks = inside.unet_blocks(layers)
-    assert [b for b, _ in blocks] == [
-        "encoder 16px",
-        "encoder 8px",
-        "encoder 4px",
-        "bottleneck 2px",
-        "decoder 4px",
-        "decoder 8px",
-        "decoder 16px",
-        "decoder 32px",
-        "head",
-    ]
+    assert [b for b, _ in blocks] == XCEPTION_BLOCKS
     assert dict(blocks)["encoder 16px"] == "16x16x16" and dict(blocks)["head"] == "32x32x3"
     # the layout reorders of the timed variants last
     assert inside.block_order(layers) == [b for b, _ in blocks] + ["runtime"]

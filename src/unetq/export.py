@@ -13,10 +13,12 @@ from pathlib import Path
 from unetq.errors import ModelError, first_line
 
 # The exact rewrites the export applies; see `lower_for_export`. Measured with
-# benchmarks/export_rewrites.py (README): "flip-transposed-conv" is exact but was not faster on
-# LiteRT or OpenVINO, so it is not applied.
+# benchmarks/export_rewrites.py (docs/INSIDE.md): "flip-transposed-conv", "resize-upsampling"
+# and "pad-head-channels" are exact but were not faster on LiteRT or OpenVINO, so they are not
+# applied.
 EXPORT_REWRITES = ("delegable-upsampling", "pointwise-before-upsampling")
-ALL_REWRITES = (*EXPORT_REWRITES, "flip-transposed-conv")
+ALL_REWRITES = (*EXPORT_REWRITES, "flip-transposed-conv", "resize-upsampling", "pad-head-channels")
+HEAD_CHANNELS = 16  # the output channels a padded head computes (a CPU kernel's block width)
 
 
 def export_saved_model(
@@ -69,6 +71,62 @@ def _nearest_upsampling_layer():
             return (b, h and h * self.size[0], w and w * self.size[1], c)
 
     return NearestUpsampling
+
+
+def _resize_upsampling_layer():
+    """A Keras layer computing UpSampling2D(nearest) as a nearest-neighbour resize (TFLite
+    RESIZE_NEAREST_NEIGHBOR, OpenVINO Interpolate): at an integer scale every output pixel reads
+    input pixel (i // scale, j // scale), exactly what the repetition computes."""
+    import keras
+
+    class ResizeUpsampling(keras.layers.Layer):
+        def __init__(self, size: tuple[int, int], **kwargs):
+            super().__init__(**kwargs)
+            self.size = size
+
+        def call(self, x):
+            _, h, w, _ = x.shape
+            size = (h * self.size[0], w * self.size[1])
+            return keras.ops.image.resize(x, size, interpolation="nearest")
+
+        def compute_output_shape(self, shape):
+            b, h, w, c = shape
+            return (b, h and h * self.size[0], w and w * self.size[1], c)
+
+    return ResizeUpsampling
+
+
+def _is_padded_head(layer) -> bool:
+    """A softmax Conv2D with fewer output channels than a CPU kernel's block (the classifier
+    head): computing HEAD_CHANNELS channels, the extra ones from zero weights, and keeping the
+    first before the softmax gives the same probabilities."""
+    import keras
+
+    return (
+        type(layer) is keras.layers.Conv2D
+        and getattr(layer.activation, "__name__", "") == "softmax"
+        and layer.filters < HEAD_CHANNELS
+        and layer.groups == 1
+        and layer.data_format == "channels_last"
+    )
+
+
+def _padded_head(layer):
+    import keras
+    import numpy as np
+
+    config = {**layer.get_config(), "filters": HEAD_CHANNELS, "activation": None}
+    config["name"] = f"{layer.name}_padded"
+    conv = keras.layers.Conv2D.from_config(config)
+    conv.build(layer.input.shape)
+    kernel = np.zeros(conv.kernel.shape, np.float32)
+    kernel[..., : layer.filters] = np.asarray(layer.kernel)
+    conv.kernel.assign(kernel)
+    if layer.use_bias:
+        bias = np.zeros(HEAD_CHANNELS, np.float32)
+        bias[: layer.filters] = np.asarray(layer.bias)
+        conv.bias.assign(bias)
+    return lambda x, **kwargs: keras.ops.softmax(conv(x)[..., : layer.filters], axis=-1)
 
 
 def _is_nearest_upsampling(layer) -> bool:
@@ -141,6 +199,8 @@ def lower_for_export(model, rewrites: tuple[str, ...] = EXPORT_REWRITES):
     - pointwise-before-upsampling: a 1x1 Conv2D that reads only a nearest upsampling runs
       before it, on 4x fewer pixels (the decoder's residual branch).
     - flip-transposed-conv: a stride-1 Conv2DTranspose as a Conv2D with the flipped kernel.
+    - resize-upsampling: nearest UpSampling2D as a nearest resize (without delegable-upsampling).
+    - pad-head-channels: a softmax head of few classes computed on HEAD_CHANNELS channels.
 
     The rebuilt graph shares the model's layers (and so its weights). A model whose graph cannot
     be rebuilt (subclassed, shared layers) is returned as it is.
@@ -181,6 +241,8 @@ def _rebuild(model, nodes, rewrites: set[str]):
         moved
         or ("delegable-upsampling" in rewrites and any(map(_is_nearest_upsampling, layers)))
         or ("flip-transposed-conv" in rewrites and any(map(_is_flippable, layers)))
+        or ("resize-upsampling" in rewrites and any(map(_is_nearest_upsampling, layers)))
+        or ("pad-head-channels" in rewrites and any(map(_is_padded_head, layers)))
     )
     if not applies:
         return model
@@ -188,6 +250,8 @@ def _rebuild(model, nodes, rewrites: set[str]):
     def upsampling(layer):
         if "delegable-upsampling" in rewrites:
             return nearest(tuple(layer.size), name=f"{layer.name}_concat")
+        if "resize-upsampling" in rewrites:
+            return _resize_upsampling_layer()(tuple(layer.size), name=f"{layer.name}_resize")
         return layer
 
     def operation(layer):
@@ -200,6 +264,8 @@ def _rebuild(model, nodes, rewrites: set[str]):
             return upsampling(layer)
         if "flip-transposed-conv" in rewrites and _is_flippable(layer):
             return _as_convolution(layer)
+        if "pad-head-channels" in rewrites and _is_padded_head(layer):
+            return _padded_head(layer)
         return layer
 
     inputs = [keras.Input(batch_shape=t.shape, dtype=t.dtype) for t in model.inputs]

@@ -166,7 +166,11 @@ def node_layers(compiled: Any, model: Any, label: dict[str, str]) -> dict[str, t
         info = op.get_rt_info()
         originals = [n for n in _rt(info, "originalLayersNames").split(",") if n in label]
         main = [label[n] for n in originals if n in weighted]
-        layer = (main or [label[n] for n in originals] or [REORDER])[0]
+        layer = (main or [label[n] for n in originals] or [None])[0]
+        if layer is None:  # a node the plugin made: a reorder, or its producer's layer
+            fed = [out.get(p.get_friendly_name(), (None,))[0] for p in _producers(op)]
+            found = next((f for f in fed if f not in (None, REORDER)), REORDER)
+            layer = REORDER if _rt(info, "layerType") == "Reorder" else found
         out[op.get_friendly_name()] = (layer, _rt(info, "runtimePrecision"))
     return out
 
@@ -179,10 +183,17 @@ def _rt(info: Any, key: str) -> str:
 
 
 def profile(
-    xml: Path, layers: list[Layer], threads: int, calls: int = 50, warmup: int = 10
+    xml: Path,
+    layers: list[Layer],
+    threads: int,
+    calls: int = 50,
+    warmup: int = 10,
+    rounds: int = 5,
 ) -> Profile:
     """Time every node of an IR for `calls` calls (performance counters on), and the whole call
-    with counters off, the two compiled models taking turns call by call."""
+    with counters off: in `rounds` rounds, each a block of plain calls then a block of counted
+    ones, so a slow spell of the machine that outlasts a round touches both alike (and neither
+    model's data evicts the other's from the caches call by call)."""
     import openvino as ov
 
     core = ov.Core()
@@ -194,31 +205,37 @@ def profile(
     counted = core.compile_model(model, "CPU", {**config, "PERF_COUNT": True})
     plain = core.compile_model(model, "CPU", config)
     nodes = node_layers(counted, model, map_ops(model, layers))
-    x = np.random.default_rng(0).random(tuple(model.inputs[0].get_shape()), np.float32)
-    timed, requests = [], (counted.create_infer_request(), plain.create_infer_request())
+    x = ov.Tensor(np.random.default_rng(0).random(tuple(model.inputs[0].get_shape()), np.float32))
+    requests = {"plain": plain.create_infer_request(), "counted": counted.create_infer_request()}
+    for request in requests.values():
+        request.set_input_tensor(x)
+        for _ in range(warmup):
+            request.infer()
+    timed: list[float] = []
     per_node: dict[str, list[float]] = {}
     kinds: dict[str, tuple[str, str]] = {}
-    for i in range(warmup + calls):
-        for request in requests:
-            request.set_input_tensor(ov.Tensor(x))
-            start = time.perf_counter_ns()
-            request.infer()
-            ms = (time.perf_counter_ns() - start) / 1e6
-            if i < warmup:
-                continue
-            if request is requests[1]:
-                timed.append(ms)
-                continue
-            for info in request.get_profiling_info():
+    per_round = max(3, calls // rounds)
+    for _ in range(rounds):
+        for _ in range(per_round):
+            timed.append(_timed_call(requests["plain"]))
+        for _ in range(per_round):
+            requests["counted"].infer()
+            for info in requests["counted"].get_profiling_info():
                 if str(info.status).endswith("EXECUTED"):
-                    per_node.setdefault(info.node_name, []).append(
-                        info.real_time.total_seconds() * 1e3
-                    )
+                    ms = info.real_time.total_seconds() * 1e3
+                    per_node.setdefault(info.node_name, []).append(ms)
                     kinds[info.node_name] = (info.node_type, info.exec_type)
-    result = Profile(int(threads), calls, statistics.median(timed))
+    total = per_round * rounds
+    result = Profile(int(threads), total, statistics.median(timed))
     for node, times in per_node.items():
         layer, precision = nodes.get(node, (REORDER, ""))
         node_type, kernel = kinds[node]
-        ms = statistics.median(times + [0.0] * (calls - len(times)))
+        ms = statistics.median(times + [0.0] * (total - len(times)))
         result.nodes.append(NodeTime(node, node_type, kernel, precision, layer, ms))
     return result
+
+
+def _timed_call(request: Any) -> float:
+    start = time.perf_counter_ns()
+    request.infer()
+    return (time.perf_counter_ns() - start) / 1e6

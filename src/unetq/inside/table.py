@@ -10,6 +10,7 @@ this machine can be faster, whatever the kernels.
 from __future__ import annotations
 
 import math
+import re
 from typing import Any
 
 from unetq.inside.layers import BF16, DYNAMIC_INT8, FP32, INT8, INT16X8, Layer, Precision
@@ -178,7 +179,7 @@ def _reorder_rows(ident: dict[str, Any], nodes: list, profile: Profile | None) -
 
 def _user_name(name: str) -> str:
     """The Keras model's own name of a layer the export renamed (nearest upsampling)."""
-    return name.removesuffix("_concat")
+    return re.sub(r"_(concat|resize)$", "", name)
 
 
 def limit_ms(rows: list[dict[str, Any]]) -> float:

@@ -76,9 +76,13 @@ window.addEventListener('load', function(){
   data.clientWidth = page.clientWidth;
   data.scrollHeight = page.scrollHeight;
   data.brokenImages = count(document.images, function(img){return !img.naturalWidth;});
-  data.wideTables = count(document.querySelectorAll('section .scroll'), function(el){
-    return el.scrollWidth > el.clientWidth;
-  });
+  var wide = Array.prototype.filter.call(document.querySelectorAll('section .scroll'),
+    function(el){return el.scrollWidth > el.clientWidth;});
+  data.wideTables = wide.length;
+  data.wideTableWidths = wide.map(function(el){
+    var heading = el.previousElementSibling;
+    return (heading ? heading.textContent : '?') + ':' + el.scrollWidth + '>' + el.clientWidth;
+  }).join(';');
   data.sectionTops = Array.prototype.map.call(document.querySelectorAll('section'), function(el){
     return el.getBoundingClientRect().top + page.scrollTop;
   }).join(',');
@@ -264,7 +268,7 @@ def _inside_figures(layers: pd.DataFrame) -> str:
         parts += [
             _figure(figures.time_per_block(times, calls, colors), "time per block"),
             "<p class='note'>Each variant whose runtime times its layers, at its smallest "
-            "thread count: the layers' mean times stacked by block, against the median time "
+            "thread count: the layers' median times stacked by block, against the median time "
             "of the whole call measured in the same session (the rest is the runtime's own "
             "overhead between layers).</p>",
         ]
@@ -279,7 +283,8 @@ def _untimed_line(layers: pd.DataFrame) -> str:
 def _layer_table(title: str, rows: pd.DataFrame) -> str:
     if rows.empty:
         return ""
-    return f"<h3>{html.escape(title)}</h3>" + _html_table(rows, sortable=True, wrap=("kernel",))
+    wrap = ("kernel", "kind", "block")  # at spaces, when the window is narrow
+    return f"<h3>{html.escape(title)}</h3>" + _html_table(rows, sortable=True, wrap=wrap)
 
 
 def _recommended_variant(run_dir: Path) -> str | None:

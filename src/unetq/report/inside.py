@@ -164,7 +164,7 @@ def farthest_from_bound(layers: pd.DataFrame, top: int = 8) -> pd.DataFrame:
     timed = timed_rows(layers)
     timed = timed[np.isfinite(timed["x_bound"]) & (timed["bound_ms"] > 0)]
     rows = timed.sort_values("x_bound", ascending=False).head(top)
-    return _view(rows, ["time_ms", "bound_ms", "bound", "x_bound"])
+    return _view(rows, ["time_ms", "bound_ms", "bound", "x_bound"], precision=False, shape=False)
 
 
 def largest_errors(layers: pd.DataFrame, top: int = 8) -> pd.DataFrame:
@@ -176,13 +176,17 @@ def largest_errors(layers: pd.DataFrame, top: int = 8) -> pd.DataFrame:
     return _view(rows, ["error"])
 
 
-def _view(rows: pd.DataFrame, measures: list[str], precision: bool = True) -> pd.DataFrame:
+def _view(
+    rows: pd.DataFrame, measures: list[str], precision: bool = True, shape: bool = True
+) -> pd.DataFrame:
     """The columns a reader identifies a layer by, then `measures` (times to three significant
     digits: a layer may take microseconds); kernel only where a runtime named one, its parts
     spaced so that a long one may wrap."""
     columns = ["variant", "layer", "kind", "block", "output_shape", "precision", "kernel"]
     if not precision:
         columns.remove("precision")
+    if not shape:  # room for four measures at 1280 px
+        columns.remove("output_shape")
     if not (rows["kernel"] != "").any():
         columns.remove("kernel")
     view = rows[columns + measures].reset_index(drop=True)
