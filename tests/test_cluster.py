@@ -220,10 +220,11 @@ def test_a_ray_head_that_does_not_answer_is_one_line_within_the_timeout(
     lines = [ln for ln in stderr.splitlines() if ln.strip()]
     assert len(lines) == 1 and lines[0].startswith("error: ") and address in lines[0], lines
     assert "Traceback" not in stdout
-    # From the first connection to the end (after the imports of a busy 2-core machine):
+    # The port is tried before TensorFlow loads (the first connection), Ray's handshake after
+    # it: from the handshake's first connection to the end, the timeout and a little
     if listening:
-        assert accepted, "the head's port was never tried"
-        assert ended - accepted[0] < timeout + 5, f"{ended - accepted[0]:.1f} s after connecting"
+        assert len(accepted) >= 2, f"the head's port was tried {len(accepted)} time(s)"
+        assert ended - accepted[1] < timeout + 5, f"{ended - accepted[1]:.1f} s after connecting"
         assert "no Ray head answered within 5 s" in lines[0]
     else:
         assert "connection refused" in lines[0]
