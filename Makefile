@@ -1,5 +1,6 @@
 # make demo / make test each set up .venv on their own: a fresh machine needs only Python 3.11.
 # .venv holds exactly the versions in requirements.lock (hash-checked); a changed lock rebuilds it.
+# --no-compile: Python compiles only the modules a run imports, not all of TensorFlow and Ray.
 PYTHON ?= python3.11
 VENV := .venv
 BIN := $(VENV)/bin
@@ -12,7 +13,7 @@ LATEST := .venv-latest
 $(STAMP): pyproject.toml $(LOCK)
 	rm -rf $(VENV)
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet --require-hashes --no-deps -r $(LOCK)
+	$(BIN)/pip install --quiet --no-compile --require-hashes --no-deps -r $(LOCK)
 	$(BIN)/pip install --quiet --no-deps --no-build-isolation -e .
 	$(BIN)/pip check
 	touch $(STAMP)
