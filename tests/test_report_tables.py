@@ -81,3 +81,34 @@ def test_int8_losses_name_plain_int8_beyond_the_budget_and_what_the_guard_keeps(
     assert int8_losses(average, "m", budget_points=1.5) == []
     no_guard = average[average["variant"] != "tflite-int8-mixed"]
     assert np.isnan(int8_losses(no_guard, "m", 0.5)[0]["guarded_drop"])
+
+
+def test_guard_table_sets_the_predicted_drop_beside_the_measured_test_drop(tmp_path):
+    from unetq.fileio import write_json
+    from unetq.report.tables import guard_table
+    from unetq.runfolder import RunFolder, sidecar_path
+
+    run = RunFolder(tmp_path)
+    (run.model_dir("m") / "model.keras").parent.mkdir(parents=True)
+    (run.model_dir("m") / "model.keras").write_bytes(b"")
+    details = {
+        "validation_fg_iou_float": 0.795,
+        "validation_fg_iou": 0.7908,
+        "budget_met": True,
+        "float_operations": ["Convolution_1"],
+    }
+    write_json(sidecar_path(run.artifact("m", "openvino-int8-guarded")), {"details": details})
+    average = pd.DataFrame(
+        {
+            "model_id": ["m"] * 3,
+            "variant": ["keras", "openvino-int8", "openvino-int8-guarded"],
+            "threads": [1, 1, 1],
+            "latency_ms_median": [9.0, 1.5, 1.75],
+            "fg_iou": [0.782, 0.723, 0.762],
+        }
+    )
+    row = guard_table(tmp_path, average).iloc[0]
+    assert row["variant"] == "openvino-int8-guarded" and row["kept_in_float"] == 1
+    assert row["predicted_drop"] == pytest.approx(0.42)  # 100 * (0.795 - 0.7908)
+    assert row["test_drop"] == pytest.approx(2.0)  # 100 * (0.782 - 0.762)
+    assert row["cost_ms"] == pytest.approx(0.25)

@@ -418,6 +418,7 @@ class _Job:
             self.validation if variant.guarded else None,
             max_iou_drop=self.cfg.max_iou_drop / 100,
             guard_iterations=self.cfg.guard_iterations,
+            openvino_ranges=self.cfg.openvino_ranges,
         )
         start = time.perf_counter()
         try:

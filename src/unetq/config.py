@@ -107,6 +107,11 @@ class CompressConfig(_Strict):
     max_iou_drop: float = Field(0.5, ge=0, le=100)
     guard_images: int = Field(64, ge=1)  # validation images the guards measure on
     guard_iterations: int = Field(8, ge=1)  # NNCF accuracy control: most restore steps
+    # OpenVINO int8: how NNCF sets each activation's range from the calibration images.
+    # "minmax": the lowest and highest value seen (as the TFLite converter does); "mean-minmax":
+    # NNCF's default, the mean over images of each image's lowest and highest value, which
+    # clips every value above the typical image's highest (see docs/INSIDE.md, the nuclei).
+    openvino_ranges: Literal["minmax", "mean-minmax"] = "minmax"
 
 
 class EvaluateConfig(_Strict):

@@ -48,6 +48,14 @@ def _guard_settings(cfg: CompressConfig) -> dict[str, Any]:
     }
 
 
+def _nncf_settings(cfg: CompressConfig) -> dict[str, Any]:
+    return {**_calibration_settings(cfg), "openvino_ranges": cfg.openvino_ranges}
+
+
+def _nncf_guard_settings(cfg: CompressConfig) -> dict[str, Any]:
+    return {**_guard_settings(cfg), "openvino_ranges": cfg.openvino_ranges}
+
+
 IR = {"suffix": ".xml", "parts": (".bin",), "runtime": "openvino"}
 
 VARIANTS: dict[str, Variant] = {
@@ -114,7 +122,7 @@ VARIANTS: dict[str, Variant] = {
             convert=openvino.openvino_int8,
             calibrated=True,
             description="NNCF post-training int8, same calibration images as tflite-int8",
-            settings=_calibration_settings,
+            settings=_nncf_settings,
         ),
         Variant(
             "openvino-int8-guarded",
@@ -124,7 +132,7 @@ VARIANTS: dict[str, Variant] = {
             calibrated=True,
             guarded=True,
             description="NNCF int8 with accuracy control: float where the IoU budget needs it",
-            settings=_guard_settings,
+            settings=_nncf_guard_settings,
         ),
     ]
 }

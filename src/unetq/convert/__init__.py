@@ -45,6 +45,7 @@ class ConvertInputs:
     validation: Validation | None = None
     max_iou_drop: float = 0.005  # guarded variants: largest fg IoU drop allowed (a fraction)
     guard_iterations: int = 8  # NNCF accuracy control: at most this many restore steps
+    openvino_ranges: str = "minmax"  # NNCF's activation ranges (CompressConfig.openvino_ranges)
 
     def require_calibration(self) -> np.ndarray:
         if self.calibration is None or not len(self.calibration):

@@ -36,7 +36,12 @@ def openvino_int8(inputs: ConvertInputs) -> Converted:
     calibration = inputs.require_calibration()
     dataset = nncf.Dataset(list(calibration), _batch_of_one)
     with _nncf_quiet():
-        model = nncf.quantize(_from_export(inputs), dataset, subset_size=len(calibration))
+        model = nncf.quantize(
+            _from_export(inputs),
+            dataset,
+            subset_size=len(calibration),
+            advanced_parameters=_advanced(inputs),
+        )
     return _ir(model)
 
 
@@ -67,10 +72,24 @@ def openvino_int8_guarded(inputs: ConvertInputs) -> Converted:
             max_drop=inputs.max_iou_drop,
             drop_type=nncf.DropType.ABSOLUTE,
             subset_size=len(calibration),
+            advanced_quantization_parameters=_advanced(inputs),
             advanced_accuracy_restorer_parameters=restorer,
         )
     details = _guard_details(float_model, model, validation, inputs.max_iou_drop)
     return Converted(_ir(model).files, details)
+
+
+def _advanced(inputs: ConvertInputs):
+    """NNCF's parameters: activation ranges as `inputs.openvino_ranges` says (weights keep
+    NNCF's per-channel min / max either way)."""
+    import nncf
+    from nncf.quantization.range_estimator import RangeEstimatorParametersSet
+
+    ranges = {
+        "minmax": RangeEstimatorParametersSet.MINMAX,
+        "mean-minmax": RangeEstimatorParametersSet.MEAN_MINMAX,
+    }[inputs.openvino_ranges]
+    return nncf.AdvancedQuantizationParameters(activations_range_estimator_params=ranges)
 
 
 def validation_fg_iou(compiled, image, mask, validation: Validation) -> float:

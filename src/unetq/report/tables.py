@@ -231,10 +231,13 @@ GUARDED = {"tflite-int8-mixed": "tflite-int8", "openvino-int8-guarded": "openvin
 
 def guard_table(run_dir: Path, average: pd.DataFrame) -> pd.DataFrame:
     """Per model and guarded variant: what the guard kept in float, the validation fg IoU it
-    held against the float model, and what that cost in ms at one thread against plain int8."""
+    held against the float model, the drop it predicted from that (points) against the drop
+    measured on the test images (against keras), and what it cost in ms at one thread against
+    plain int8."""
     run = RunFolder(run_dir)
     one = average[average["threads"] == 1] if "threads" in average else average.iloc[0:0]
     ms = {(r.model_id, r.variant): r.latency_ms_median for r in one.itertuples()}
+    fg = {(r.model_id, r.variant): getattr(r, "fg_iou", np.nan) for r in one.itertuples()}
     rows = []
     for model_id in run.model_ids():
         for variant, plain in GUARDED.items():
@@ -243,6 +246,11 @@ def guard_table(run_dir: Path, average: pd.DataFrame) -> pd.DataFrame:
                 continue
             kept = details.get("float_layers", details.get("float_operations", []))
             guarded_ms, plain_ms = ms.get((model_id, variant)), ms.get((model_id, plain))
+            val_float, val = (
+                details.get("validation_fg_iou_float"),
+                details.get("validation_fg_iou"),
+            )
+            test_drop = fg.get((model_id, "keras"), np.nan) - fg.get((model_id, variant), np.nan)
             rows.append(
                 {
                     "model": model_id,
@@ -250,15 +258,24 @@ def guard_table(run_dir: Path, average: pd.DataFrame) -> pd.DataFrame:
                     "versus": plain,
                     "kept_in_float": len(kept),
                     "float_layers": ", ".join(kept[:6]) + (" ..." if len(kept) > 6 else ""),
-                    "val_fg_iou_float": details.get("validation_fg_iou_float"),
-                    "val_fg_iou": details.get("validation_fg_iou"),
+                    "val_fg_iou_float": val_float,
+                    "val_fg_iou": val,
                     "budget_met": details.get("budget_met"),
+                    "predicted_drop": _points(val_float, val),
+                    "test_drop": round(100 * test_drop, 2),
                     "ms_1t": guarded_ms,
                     "ms_1t_versus": plain_ms,
                     "cost_ms": (guarded_ms - plain_ms) if guarded_ms and plain_ms else np.nan,
                 }
             )
     return pd.DataFrame(rows)
+
+
+def _points(before: float | None, after: float | None) -> float:
+    """An IoU drop in points (0.01 IoU = 1 point), NaN when either side is missing."""
+    if before is None or after is None:
+        return np.nan
+    return round(100 * (before - after), 2)
 
 
 def int8_losses(average: pd.DataFrame, model_id: str, budget_points: float) -> list[dict]:
