@@ -143,13 +143,13 @@ def test_openvino_variants_are_ir_files_that_match_keras(compressed):
     # the CPU picks the float precision (bf16 where it has it); int8 says so in front
     assert records["openvino-fp32"].precision in ("fp32", "bf16", "fp16")
     assert records["openvino-int8"].precision.startswith("int8+")
-    # the guard's outcome is in the sidecar, checked on the validation images
-    details = read_json(sidecar_path(artifact_path(out, "openvino-int8-guarded")))
-    guard = details["details"]
-    assert guard["validation_images"] == 6 and guard["max_iou_drop"] == 0.005
-    assert guard["budget_met"] == (
-        guard["validation_fg_iou_float"] - guard["validation_fg_iou"] <= 0.005 + 1e-9
-    )
+    # the guard's outcome is in the sidecar, checked on the validation images: the budget
+    # holds at the high end of the drop's interval, which is at least the mean drop
+    for variant in ("openvino-int8-guarded", "tflite-int8-mixed"):
+        guard = read_json(sidecar_path(artifact_path(out, variant)))["details"]
+        assert guard["validation_images"] == 6 and guard["max_iou_drop"] == 0.005
+        assert guard["predicted_drop_high"] >= guard["predicted_drop"] - 1e-9
+        assert guard["budget_met"] == (guard["predicted_drop_high"] <= 0.005 + 1e-9)
 
 
 def test_mixed_variant_writes_its_sensitivity_table(compressed):

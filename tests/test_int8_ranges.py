@@ -91,4 +91,5 @@ def test_the_guard_holds_its_budget_from_clipping_ranges(saved_model):
     details = guarded.details
     assert details["budget_met"]
     assert details["validation_fg_iou_float"] - details["validation_fg_iou"] <= 0.02 + 1e-9
+    assert details["predicted_drop_high"] <= 0.02 + 1e-9
     assert fg_iou(guarded, TEST) > 0.9

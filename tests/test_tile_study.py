@@ -35,6 +35,10 @@ def tiff_gif_folder(root, n=10):
     return root
 
 
+def dataset_split(out, split: str) -> int:
+    return json.loads((out / "dataset.json").read_text())["splits"][split]
+
+
 @pytest.fixture(scope="module")
 def tile_run(tmp_path_factory, cache_env):
     root = tmp_path_factory.mktemp("tiles")
@@ -50,7 +54,7 @@ def tile_run(tmp_path_factory, cache_env):
         "train.epochs=[2]",
         "train.tiles_per_image=4",
         "train.loss=ce_dice",
-        'compress.variants=["keras", "tflite-fp32", "tflite-int8"]',
+        'compress.variants=["keras", "tflite-fp32", "tflite-int8", "openvino-int8-guarded"]',
         "robustness.max_images=1",
     ]
     run_cli([*args, *[x for s in sets for x in ("--set", s)]], env=cache_env)
@@ -62,7 +66,18 @@ def test_a_tile_study_scores_whole_images_at_their_own_size(tile_run):
     individual = pd.read_csv(out / "model_performance_individual_results.csv")
     cm = individual.filter(regex=r"^cm_\d+_\d+$").sum(axis=1)
     assert len(individual) and (cm == HEIGHT * WIDTH).all()  # every native pixel, once
-    assert set(individual["variant"]) == {"keras", "tflite-fp32", "tflite-int8"}
+    assert set(individual["variant"]) == {
+        "keras",
+        "tflite-fp32",
+        "tflite-int8",
+        "openvino-int8-guarded",
+    }
+    # the guard scored what the study scores: whole validation images, stitched from tiles
+    for model_dir in (out / "models").glob("*/"):
+        if model_dir.name.startswith("."):
+            continue  # unetq's own working folders
+        guard = json.loads((model_dir / "openvino-int8-guarded.xml.json").read_text())["details"]
+        assert guard["validation_tiled"] and guard["validation_images"] == dataset_split(out, "val")
     dataset = json.loads((out / "dataset.json").read_text())
     assert dataset["mode"] == "tile" and dataset["tile"] == TILE
     assert dataset["tiles_per_image"] == 12 * 12  # 584 and 565 px: 12 tiles each way

@@ -31,7 +31,7 @@ from pydantic import ValidationError
 from unetq.config import CompressConfig, DataConfig
 from unetq.convert import ConvertInputs, Validation
 from unetq.convert.tflite import check_builtin_only, conversion_error
-from unetq.data import load_inputs, open_dataset
+from unetq.data import load_inputs, load_whole, open_dataset
 from unetq.errors import ConfigError, ModelError, UnetqError
 from unetq.export import export_saved_model
 from unetq.fileio import record_dict, write_bytes, write_csv
@@ -84,13 +84,29 @@ def compression_images(train: np.ndarray, val: np.ndarray, cfg: CompressConfig):
     return train[: cfg.calibration_images], verify
 
 
-def guard_validation(val, cfg: CompressConfig, num_classes: int, background_class: int):
-    """The labelled images guarded variants hold their accuracy on: the first `guard_images`
-    of the validation split (None when it is empty)."""
+def scored_validation(index, data, inputs, progress=None):
+    """(the validation split as it is scored, tiles): `inputs` (the input-size images) and
+    None, or in tile mode the whole images at their own size and (tile, overlap)."""
+    if data.mode != "tile":
+        return inputs, None
+    return load_whole(index, "val", data, progress=progress), (data.image_size, data.tile_overlap)
+
+
+def guard_validation(
+    val, cfg: CompressConfig, num_classes: int, background_class: int, tiles=None
+) -> Validation | None:
+    """The labelled images guarded variants hold their accuracy on, as they are scored: the
+    first `guard_images` of the validation split (None when it is empty). In tile mode
+    (`tiles` = (tile, overlap)) `val` holds whole images at their own size (data.load_whole),
+    which the guard cuts into tiles and stitches back."""
     if val is None or not len(val.images):
         return None
     n = cfg.guard_images
-    return Validation(to_input(val.images[:n]), val.masks[:n], num_classes, background_class)
+    if tiles is None:
+        return Validation(to_input(val.images[:n]), val.masks[:n], num_classes, background_class)
+    images = [to_input(image) for image in val.images[:n]]
+    tile, overlap = tiles
+    return Validation(images, list(val.masks[:n]), num_classes, background_class, tile, overlap)
 
 
 def compress_model(
@@ -357,8 +373,9 @@ class _Digests:
         self.calibration = array_digest(calibration) if calibration is not None else ""
         self.validation = ""
         if validation is not None:
-            masks = np.append(validation.masks.ravel(), validation.background_class)
-            self.validation = array_digest(validation.images) + array_digest(masks)
+            parts = [*validation.images, *validation.masks]
+            shape = [validation.background_class, validation.tile or 0, validation.overlap]
+            self.validation = array_digest([array_digest(p) for p in parts] + shape)
 
     def settings(self, variant: Variant, cfg: CompressConfig, hw) -> dict[str, Any]:
         settings = dict(variant.settings(cfg))
@@ -547,7 +564,8 @@ def dataset_images(hw: tuple[int, int], cfg: CompressConfig, data: DataConfig, p
     if not len(train.images):
         raise UnetqError(f"dataset {index.root} has no training images for calibration")
     cal, ver = compression_images(train.images, val.images, cfg)
-    validation = guard_validation(val, cfg, index.num_classes, index.background_class)
+    scored, tiles = scored_validation(index, data, val, progress)
+    validation = guard_validation(scored, cfg, index.num_classes, index.background_class, tiles)
     note = None
     if index.synthetic:
         note = f"calibrating and verifying on synthetic images: {index.note}"

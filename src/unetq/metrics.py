@@ -137,10 +137,28 @@ def agreement(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.count_nonzero(a == b) / a.size)
 
 
+def image_fg_iou(truth: np.ndarray, pred: np.ndarray, num_classes: int, background: int) -> float:
+    """Foreground IoU of one image's class maps [H, W]."""
+    return scores(confusion_matrix(truth, pred, num_classes), background)["fg_iou"]
+
+
 def mean_fg_iou(truth: np.ndarray, pred: np.ndarray, num_classes: int, background: int) -> float:
     """Foreground IoU per image of class maps [N, H, W], averaged over the images."""
     per_image = [
-        scores(confusion_matrix(t, p, num_classes), background)["fg_iou"]
-        for t, p in zip(truth, pred, strict=True)
+        image_fg_iou(t, p, num_classes, background) for t, p in zip(truth, pred, strict=True)
     ]
     return float(np.nanmean(per_image)) if per_image else float("nan")
+
+
+def bootstrap_ci(
+    diffs: np.ndarray, seed: int = 0, n: int = 5000, confidence: float = 0.95
+) -> tuple[float, float]:
+    """Percentile bootstrap interval of the mean of paired differences (NaN below 2 pairs)."""
+    diffs = np.asarray(diffs, float)
+    diffs = diffs[~np.isnan(diffs)]
+    if len(diffs) < 2:
+        return (np.nan, np.nan)
+    rng = np.random.default_rng(seed)
+    means = rng.choice(diffs, size=(n, len(diffs)), replace=True).mean(axis=1)
+    tail = 100 * (1 - confidence) / 2
+    return float(np.percentile(means, tail)), float(np.percentile(means, 100 - tail))

@@ -23,6 +23,7 @@ from unetq.compress import (
     compress_rows,
     compression_images,
     guard_validation,
+    scored_validation,
 )
 from unetq.config import StudyConfig, to_toml
 from unetq.data import load_inputs, mean_tiles_per_image, open_dataset
@@ -138,7 +139,10 @@ def step_compress(ctx: StudyContext) -> None:
     cfg = ctx.cfg.compress
     train, val = ctx.split("train"), ctx.split("val")
     calibration, verify = compression_images(train.images, val.images, cfg)
-    validation = guard_validation(val, cfg, ctx.index.num_classes, ctx.index.background_class)
+    scored, tiles = scored_validation(ctx.index, ctx.cfg.data, val, ctx.progress)
+    validation = guard_validation(
+        scored, cfg, ctx.index.num_classes, ctx.index.background_class, tiles
+    )
     compress_run_models(ctx, cfg.variants, calibration, verify, validation)
 
 

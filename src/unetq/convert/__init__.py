@@ -18,21 +18,71 @@ from typing import Any
 import numpy as np
 
 from unetq.errors import UnetqError
-from unetq.metrics import mean_fg_iou
+from unetq.metrics import bootstrap_ci, image_fg_iou
+
+# A guard's budget must hold at the pessimistic end of the drop's interval, not at its mean.
+GUARD_CONFIDENCE = 0.95
 
 
 @dataclass(frozen=True)
 class Validation:
-    """Labelled images a guarded variant keeps its accuracy on (the validation split)."""
+    """Labelled images a guarded variant keeps its accuracy on (the validation split), as they
+    are scored: at the model's input size, or in tile mode whole images at their own size, cut
+    into `tile`-pixel tiles overlapping by `overlap` and stitched back (unetq.data.tiles)."""
 
-    images: np.ndarray  # float32 [N, H, W, 3], the model's input scale
-    masks: np.ndarray  # uint8 [N, H, W] class maps
+    images: np.ndarray | list[np.ndarray]  # float32 [H, W, 3] each, the model's input scale
+    masks: np.ndarray | list[np.ndarray]  # uint8 [H, W] class maps
     num_classes: int
     background_class: int
+    tile: int | None = None
+    overlap: int = 0
 
-    def fg_iou(self, predicted: np.ndarray) -> float:
-        """Mean per-image foreground IoU of class maps [N, H, W] against the masks."""
-        return mean_fg_iou(self.masks, predicted, self.num_classes, self.background_class)
+    def items(self) -> list[tuple[np.ndarray, np.ndarray]]:
+        return list(zip(self.images, self.masks, strict=True))
+
+    def segment(self, image: np.ndarray, predict) -> np.ndarray:
+        """One image's class map; `predict` maps a batch [1, T, T, 3] to probabilities."""
+        if self.tile is None:
+            return np.asarray(predict(image[None]))[0].argmax(-1).astype(np.uint8)
+        from unetq.data.tiles import image_tiles, stitch
+
+        tiles, _ = image_tiles(image, self.tile, self.overlap)
+        maps = np.stack([np.asarray(predict(t[None]))[0].argmax(-1) for t in tiles])
+        return stitch(maps.astype(np.uint8), *image.shape[:2], self.tile, self.overlap)
+
+    def score(self, image: np.ndarray, mask: np.ndarray, predict) -> float:
+        """fg IoU of one image as `predict` segments it."""
+        predicted = self.segment(image, predict)
+        return image_fg_iou(mask, predicted, self.num_classes, self.background_class)
+
+    def scores(self, predict) -> np.ndarray:
+        """fg IoU of every image (NaN where neither truth nor prediction has foreground)."""
+        return np.array([self.score(image, mask, predict) for image, mask in self.items()])
+
+    def drop(self, float_scores: np.ndarray, scores: np.ndarray) -> tuple[float, float]:
+        """The mean fg IoU drop over the images against the float model's, and the high end of
+        its 95% bootstrap interval (the pessimistic drop a guard must keep within budget)."""
+        diffs = np.asarray(float_scores, float) - np.asarray(scores, float)
+        diffs = diffs[np.isfinite(diffs)]
+        if not len(diffs):
+            return float("nan"), float("nan")
+        _, high = bootstrap_ci(diffs, confidence=GUARD_CONFIDENCE)
+        mean = float(diffs.mean())
+        return mean, float(high) if np.isfinite(high) else mean  # one image: no interval
+
+    def verdict(self, float_scores, scores, budget: float) -> dict[str, Any]:
+        """The guard's outcome for a sidecar: both fg IoUs, the drop and its pessimistic end."""
+        mean, high = self.drop(float_scores, scores)
+        return {
+            "validation_images": len(self.images),
+            "validation_tiled": self.tile is not None,
+            "validation_fg_iou_float": round(float(np.nanmean(float_scores)), 6),
+            "validation_fg_iou": round(float(np.nanmean(scores)), 6),
+            "predicted_drop": round(mean, 6),
+            "predicted_drop_high": round(high, 6),
+            "max_iou_drop": budget,
+            "budget_met": bool(high <= budget + 1e-9),
+        }
 
 
 @dataclass(frozen=True)

@@ -4,10 +4,10 @@ The TFLite quantization debugger runs the float and the quantized model side by 
 calibration images and gives each quantized tensor's error; a layer's sensitivity is
 RMSE / scale, its error in units of its quantization step (pure rounding noise is 1/sqrt(12),
 about 0.29). Layers are kept in float in order of sensitivity, as few as possible, until the
-validation foreground IoU is within the budget of the float model's. Chosen over
-ai-edge-quantizer (which installs cleanly beside the lock): the debugger is part of TensorFlow,
-which unetq already needs, and ranks layers by their own error; the quantizer offers
-per-tensor control but no per-layer error ranking.
+validation foreground IoU drop is within the budget at the high end of its 95% interval
+(unetq.convert.Validation.drop). Chosen over ai-edge-quantizer (which installs cleanly beside
+the lock): the debugger is part of TensorFlow, which unetq already needs, and ranks layers by
+their own error; the quantizer offers per-tensor control but no per-layer error ranking.
 
 Two properties of TF 2.21's debugger shape the search: `denylisted_nodes` silently ignores
 TRANSPOSE_CONV nodes (only `denylisted_ops=["TRANSPOSE_CONV"]` keeps them float, all at once),
@@ -22,7 +22,7 @@ import re
 
 import numpy as np
 
-from unetq.convert import Converted, ConvertInputs, Validation
+from unetq.convert import Converted, ConvertInputs
 from unetq.convert.tflite import _converter, _representative, tflite_fp32
 from unetq.runtimes import native_stderr_quiet, open_interpreter, usable_cores
 
@@ -51,7 +51,7 @@ def tflite_int8_mixed(inputs: ConvertInputs) -> Converted:
         )
         debugger.run()
     ranking = sensitivity_ranking(debugger)
-    float_iou = validation.fg_iou(_class_maps(tflite_fp32(inputs).files[".tflite"], validation))
+    float_scores = validation.scores(_predict(tflite_fp32(inputs).files[".tflite"]))
 
     def build(k: int) -> bytes:
         nodes = [r["tensor"] for r in ranking[:k] if r["op"] != "TRANSPOSE_CONV"]
@@ -62,27 +62,24 @@ def tflite_int8_mixed(inputs: ConvertInputs) -> Converted:
         with native_stderr_quiet():
             return debugger.get_nondebug_quantized_model()
 
-    tried: dict[int, tuple[float, bytes]] = {}
+    tried: dict[int, tuple[np.ndarray, bytes]] = {}
 
     def drop(k: int) -> float:
+        """The pessimistic drop (high end of its interval) with k layers in float."""
         if k not in tried:
             content = build(k)
-            tried[k] = (validation.fg_iou(_class_maps(content, validation)), content)
-        return float_iou - tried[k][0]
+            tried[k] = (validation.scores(_predict(content)), content)
+        return validation.drop(float_scores, tried[k][0])[1]
 
     kept = fewest_float_layers(drop, len(ranking), inputs.max_iou_drop)
-    iou, content = tried[kept]
+    scores, content = tried[kept]
     deconvs_float = any(r["op"] == "TRANSPOSE_CONV" for r in ranking[:kept])
     for i, row in enumerate(ranking):
         row["kept_float"] = i < kept or (row["op"] == "TRANSPOSE_CONV" and deconvs_float)
     details = {
-        "validation_images": len(validation.images),
-        "validation_fg_iou_float": round(float(float_iou), 6),
-        "validation_fg_iou": round(float(iou), 6),
-        "max_iou_drop": inputs.max_iou_drop,
-        "budget_met": float_iou - iou <= inputs.max_iou_drop + 1e-9,
+        **validation.verdict(float_scores, scores, inputs.max_iou_drop),
         "float_layers": [r["layer"] for r in ranking if r["kept_float"]],
-        "search": {str(k): round(float(v[0]), 6) for k, v in sorted(tried.items())},
+        "search": {str(k): round(float(np.nanmean(v[0])), 6) for k, v in sorted(tried.items())},
     }
     return Converted({".tflite": content}, details, reports={LAYERS_TABLE: table_csv(ranking)})
 
@@ -153,12 +150,14 @@ def table_csv(ranking: list[dict]) -> bytes:
     return out.getvalue().encode()
 
 
-def _class_maps(content: bytes, validation: Validation) -> np.ndarray:
+def _predict(content: bytes):
+    """A .tflite model as a function: batch [1, H, W, 3] -> its output."""
     interp = open_interpreter(content=content, threads=usable_cores())
     inp, out = interp.get_input_details()[0], interp.get_output_details()[0]
-    maps = []
-    for image in validation.images:
-        interp.set_tensor(inp["index"], image[None].astype(inp["dtype"]))
+
+    def predict(batch: np.ndarray) -> np.ndarray:
+        interp.set_tensor(inp["index"], batch.astype(inp["dtype"]))
         interp.invoke()
-        maps.append(interp.get_tensor(out["index"])[0].argmax(-1))
-    return np.asarray(maps, np.uint8)
+        return interp.get_tensor(out["index"])
+
+    return predict

@@ -10,6 +10,7 @@ import numpy as np
 import pandas as pd
 
 from unetq.convert.mixed import LAYERS_TABLE as LAYERS
+from unetq.metrics import bootstrap_ci
 from unetq.records import ModelId
 from unetq.results import KEYS
 from unetq.runfolder import RunFolder, read_csv, read_json, sidecar_path, variant_report
@@ -148,17 +149,6 @@ def pareto_front(latency: np.ndarray, accuracy: np.ndarray) -> np.ndarray:
             on_front[i] = True
             best = accuracy[i]
     return on_front
-
-
-def bootstrap_ci(diffs: np.ndarray, seed: int = 0, n: int = 5000) -> tuple[float, float]:
-    """95% percentile bootstrap interval of the mean of paired differences."""
-    diffs = np.asarray(diffs, float)
-    diffs = diffs[~np.isnan(diffs)]
-    if len(diffs) < 2:
-        return (np.nan, np.nan)
-    rng = np.random.default_rng(seed)
-    means = rng.choice(diffs, size=(n, len(diffs)), replace=True).mean(axis=1)
-    return float(np.percentile(means, 2.5)), float(np.percentile(means, 97.5))
 
 
 def factor_effects(average: pd.DataFrame, threads: int = 1) -> pd.DataFrame:
