@@ -94,6 +94,7 @@ def test_guard_table_sets_the_predicted_drop_beside_the_measured_test_drop(tmp_p
     details = {
         "validation_fg_iou_float": 0.795,
         "validation_fg_iou": 0.7908,
+        "predicted_drop_high": 0.0071,
         "budget_met": True,
         "float_operations": ["Convolution_1"],
     }
@@ -110,5 +111,6 @@ def test_guard_table_sets_the_predicted_drop_beside_the_measured_test_drop(tmp_p
     row = guard_table(tmp_path, average).iloc[0]
     assert row["variant"] == "openvino-int8-guarded" and row["kept_in_float"] == 1
     assert row["predicted_drop"] == pytest.approx(0.42)  # 100 * (0.795 - 0.7908)
+    assert row["predicted_high"] == pytest.approx(0.71)
     assert row["test_drop"] == pytest.approx(2.0)  # 100 * (0.782 - 0.762)
     assert row["cost_ms"] == pytest.approx(0.25)

@@ -332,8 +332,10 @@ def _guards(run: RunFolder, average: pd.DataFrame) -> str:
         "in float (ranked by the TFLite quantization debugger's RMSE / scale) until the "
         "validation fg IoU is within the budget of the float model's; openvino-int8-guarded "
         "lets NNCF's accuracy control return operations to float for the same budget. "
-        "predicted_drop: the validation fg IoU drop the guard measured (points); test_drop: "
-        "the drop on the test images against keras, which the guard did not see. "
+        "predicted_drop: the validation fg IoU drop the guard measured (points), "
+        "predicted_high: the high end of its 95% bootstrap interval over the validation "
+        "images, which must be within the budget; test_drop: the drop on the test images "
+        "against keras, which the guard did not see. "
         "cost_ms: its median at one thread minus that of the plain int8 variant it is "
         "compared with (versus).</p>",
         _html_table(guards, sortable=True),

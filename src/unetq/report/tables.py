@@ -252,6 +252,7 @@ def guard_table(run_dir: Path, average: pd.DataFrame) -> pd.DataFrame:
                     "val_fg_iou": val,
                     "budget_met": details.get("budget_met"),
                     "predicted_drop": _points(val_float, val),
+                    "predicted_high": _points(details.get("predicted_drop_high")),
                     "test_drop": round(100 * test_drop, 2),
                     "ms_1t": guarded_ms,
                     "ms_1t_versus": plain_ms,
@@ -261,8 +262,9 @@ def guard_table(run_dir: Path, average: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def _points(before: float | None, after: float | None) -> float:
-    """An IoU drop in points (0.01 IoU = 1 point), NaN when either side is missing."""
+def _points(before: float | None, after: float | None = 0.0) -> float:
+    """An IoU difference (or a drop, without `after`) in points (0.01 IoU = 1 point), NaN when
+    either side is missing (sidecars of older guards have no interval)."""
     if before is None or after is None:
         return np.nan
     return round(100 * (before - after), 2)
