@@ -1,6 +1,6 @@
 # make demo / make test each set up .venv on their own: a fresh machine needs only Python 3.11.
 # .venv holds exactly the versions in requirements.lock (hash-checked); a changed lock rebuilds it.
-# --no-compile: Python compiles only the modules a run imports, not all of TensorFlow and Ray.
+#: Python compiles only the modules a run imports, not all of TensorFlow and Ray.
 PYTHON ?= python3.11
 VENV := .venv
 BIN := $(VENV)/bin
@@ -13,7 +13,7 @@ LATEST := .venv-latest
 $(STAMP): pyproject.toml $(LOCK)
 	rm -rf $(VENV)
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet --no-compile --require-hashes --no-deps -r $(LOCK)
+	$(BIN)/pip install --quiet --require-hashes --no-deps -r $(LOCK)
 	$(BIN)/pip install --quiet --no-deps --no-build-isolation -e .
 	$(BIN)/pip check
 	touch $(STAMP)
@@ -27,7 +27,7 @@ demo: $(STAMP)
 # marked `slow`, or using a fixture that runs a whole study (tests/conftest.py), are left out.
 test: $(STAMP)
 	$(BIN)/ruff check src tests benchmarks
-	$(BIN)/python -m pytest -q -m "not slow"
+	$(BIN)/python -m pytest -q -m "not slow" --durations=10
 
 # Everything, the slow tier too (CI runs this), with the 25 slowest tests listed at the end.
 test-all: $(STAMP)

@@ -197,7 +197,12 @@ def silent_port():
             conn.close()
 
 
-@pytest.mark.parametrize("listening", [False, True], ids=["nothing-listens", "not-ray"])
+@pytest.mark.parametrize(
+    "listening",
+    # not-ray waits for Ray's own handshake to time out: slow tier
+    [False, pytest.param(True, marks=pytest.mark.slow)],
+    ids=["nothing-listens", "not-ray"],
+)
 def test_a_ray_head_that_does_not_answer_is_one_line_within_the_timeout(
     listening, request, cache_env, tmp_path
 ):

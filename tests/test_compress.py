@@ -449,6 +449,7 @@ def test_cli_writes_variants_csv_and_table(model_path, tmp_path):
     assert (tmp_path / "out" / "tflite-int8.tflite").is_file()
 
 
+@pytest.mark.slow  # a pool of TensorFlow processes; every slow study converts through it
 def test_compress_models_converts_in_worker_processes(tmp_path):
     keras.utils.set_random_seed(2)
     paths = [save(tiny_model(), tmp_path / "models" / f"m{i}" / "model.keras") for i in range(2)]

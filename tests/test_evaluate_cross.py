@@ -197,6 +197,7 @@ def test_incompatible_classes_is_a_data_error(tiny, tmp_path):
 # --- CLI -------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow  # the CLI over what test_evaluate_cross_writes_results_report_and_resumes checks
 def test_cli_evaluate_cross_and_own_dataset(tiny, other, tmp_path):
     run_dir = copy_run(tiny, tmp_path / "run")
     # the wiring is under test here, not keras: keep one model (a model is listed by its
@@ -219,6 +220,7 @@ def test_cli_evaluate_cross_and_own_dataset(tiny, other, tmp_path):
     assert sorted(p.name for p in (run_dir / "cross").iterdir()) == ["other-shapes"]
 
 
+@pytest.mark.slow  # the CLI over test_incompatible_classes_is_a_data_error
 def test_cli_incompatible_classes_exits_2_with_one_line(tiny, tmp_path):
     run_dir = tmp_path / "run"
     run_dir.mkdir()

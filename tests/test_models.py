@@ -141,7 +141,11 @@ def test_static_batch_copy_keeps_the_weights():
     np.testing.assert_allclose(static.predict(x, verbose=0), model.predict(x, verbose=0), atol=1e-6)
 
 
-@pytest.mark.parametrize("arch", sorted(BUILDERS))
+@pytest.mark.parametrize(
+    "arch",
+    # the xception export is converted in every slow study; classic stays in the fast tier
+    [pytest.param(a, marks=pytest.mark.slow) if a == "xception" else a for a in sorted(BUILDERS)],
+)
 def test_tflite_export_with_builtin_ops_only(arch):
     import tensorflow as tf
     from ai_edge_litert.interpreter import Interpreter
