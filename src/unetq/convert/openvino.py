@@ -67,7 +67,7 @@ def openvino_int8_guarded(inputs: ConvertInputs) -> Converted:
     float_scores = validation.scores(_predict(_compiled_f32(float_model)))
     budget = target = inputs.max_iou_drop
     restorer = nncf.AdvancedAccuracyRestorerParameters(max_num_iterations=inputs.guard_iterations)
-    for attempts in range(1, GUARD_ATTEMPTS + 1):  # noqa: B007 (the sidecar records it)
+    for attempts in range(1, GUARD_ATTEMPTS + 1):
         with _nncf_quiet():
             model = nncf.quantize_with_accuracy_control(
                 float_model.clone(),
@@ -82,13 +82,13 @@ def openvino_int8_guarded(inputs: ConvertInputs) -> Converted:
             )
         scores = validation.scores(_predict(_compiled_f32(model)))
         details = validation.verdict(float_scores, scores, budget)
+        details.update(attempts=attempts, nncf_max_drop=round(target, 6))
         if details["budget_met"] or target <= 0:
             break
         # NNCF holds the mean: leave room for the interval, and go lower than last time
         width = details["predicted_drop_high"] - details["predicted_drop"]
         overshoot = details["predicted_drop_high"] - budget
         target = max(0.0, min(budget - width, target - overshoot))
-    details.update(attempts=attempts, nncf_max_drop=round(target, 6))
     details["float_operations"] = float_operations(model)
     return Converted(_ir(model).files, details)
 
