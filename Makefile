@@ -1,6 +1,5 @@
 # make demo / make test each set up .venv on their own: a fresh machine needs only Python 3.11.
 # .venv holds exactly the versions in requirements.lock (hash-checked); a changed lock rebuilds it.
-#: Python compiles only the modules a run imports, not all of TensorFlow and Ray.
 PYTHON ?= python3.11
 VENV := .venv
 BIN := $(VENV)/bin
@@ -10,10 +9,15 @@ LATEST := .venv-latest
 
 .PHONY: install demo test test-all test-latest lint format lock clean
 
-$(STAMP): pyproject.toml $(LOCK)
+# uv (tools.lock) installs the lock: the same hash-checked wheels as pip, in parallel. Every
+# module is compiled at install: where PYTHONDONTWRITEBYTECODE is set nothing else would, and
+# each test process would compile TensorFlow again.
+$(STAMP): pyproject.toml $(LOCK) tools.lock
 	rm -rf $(VENV)
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet --require-hashes --no-deps -r $(LOCK)
+	$(BIN)/pip install --quiet --require-hashes --no-deps -r tools.lock
+	$(BIN)/uv pip install --quiet --python $(BIN)/python --require-hashes --no-deps \
+		--compile-bytecode -r $(LOCK)
 	$(BIN)/pip install --quiet --no-deps --no-build-isolation -e .
 	$(BIN)/pip check
 	touch $(STAMP)
