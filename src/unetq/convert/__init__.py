@@ -42,13 +42,16 @@ class Validation:
 
     def segment(self, image: np.ndarray, predict) -> np.ndarray:
         """One image's class map; `predict` maps a batch [1, T, T, 3] to probabilities."""
-        if self.tile is None:
-            return np.asarray(predict(image[None]))[0].argmax(-1).astype(np.uint8)
-        from unetq.data.tiles import image_tiles, stitch
 
-        tiles, _ = image_tiles(image, self.tile, self.overlap)
-        maps = np.stack([np.asarray(predict(t[None]))[0].argmax(-1) for t in tiles])
-        return stitch(maps.astype(np.uint8), *image.shape[:2], self.tile, self.overlap)
+        def class_maps(batch: np.ndarray) -> np.ndarray:
+            maps = [np.asarray(predict(one[None]))[0].argmax(-1) for one in batch]
+            return np.stack(maps).astype(np.uint8)
+
+        if self.tile is None:
+            return class_maps(image[None])[0]
+        from unetq.data.tiles import segment_by_tiles
+
+        return segment_by_tiles(image, self.tile, self.overlap, class_maps)
 
     def score(self, image: np.ndarray, mask: np.ndarray, predict) -> float:
         """fg IoU of one image as `predict` segments it."""

@@ -94,6 +94,13 @@ def stitch(tile_maps: np.ndarray, height: int, width: int, tile: int, overlap: i
     return out[:height, :width]
 
 
+def segment_by_tiles(image: np.ndarray, tile: int, overlap: int, segment_tiles) -> np.ndarray:
+    """One image of any size segmented tile by tile: `segment_tiles` maps tiles [K, T, T, 3] to
+    class maps [K, T, T]; the maps are stitched back to the image's [H, W]."""
+    tiles, _ = image_tiles(image, tile, overlap)
+    return stitch(segment_tiles(tiles), *image.shape[:2], tile, overlap)
+
+
 def grid_tiles(
     split: NativeSplit, tile: int, overlap: int, limit: int | None = None
 ) -> SplitArrays:
