@@ -63,6 +63,12 @@ def run_cli(*argvs: list[str]) -> tuple[list[int], list[str], str]:
         (["evaluate", "--run", "x", "--split", "nope"], 2, "'nope' is not train, val or test"),
         (["benchmark", "--model", "m.keras", "--format", "x"], 2, "'x' is not pets or folder"),
         (["data", "check", "--format", "x"], 2, "'x' is not pets, folder or auto"),
+        (["predict", "--images", "i", "--out", "o"], 2, "give exactly one of --model or --run"),
+        (
+            ["predict", "--images", "i", "--out", "o", "--model", "m", "--run", "r"],
+            2,
+            "give exactly one of --model or --run",
+        ),
     ],
 )
 def test_help_and_usage_errors_import_nothing_heavy(argv, code, says):

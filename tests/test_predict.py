@@ -33,7 +33,7 @@ def test_masks_have_each_images_size_and_bad_files_are_skipped(tiny, images, tmp
     assert np.asarray(Image.open(out / "b_mask.png")).shape == (20, 33)
     assert np.asarray(Image.open(out / "b_overlay.png")).shape == (20, 33, 3)
     assert np.asarray(Image.open(out / "a_mask.png")).max() < 3
-    assert len(result.ms_per_image) == 2
+    assert len(result.ms_per_image) == 2 and result.seconds > 0
 
 
 def test_openvino_runtime_gives_the_litert_classes(tiny, images, tmp_path):
@@ -85,3 +85,78 @@ def test_cli_predict_and_show(tiny, images, tmp_path):
         ["show", "--run", tiny.run_dir, "--image", "nope", "--out", panel], env, check=False
     )
     assert proc.returncode == 2 and "not in the test split" in proc.stderr
+
+
+def test_images_read_ahead_and_written_behind_match_one_at_a_time(tiny, tmp_path):
+    """More images than the read-ahead and write-behind windows, one unreadable in the middle:
+    every mask is the segmenter's own answer for that image, and the order of the folder holds."""
+    from unetq import predict
+    from unetq.runtimes import load_segmenter
+
+    folder = tmp_path / "many"
+    folder.mkdir()
+    rng = np.random.default_rng(1)
+    count = predict.READ_AHEAD + predict.WRITE_BEHIND + 3
+    for i in range(count):
+        size = (30 + 3 * i, 40 + i, 3)
+        Image.fromarray(rng.integers(0, 255, size, dtype=np.uint8)).save(folder / f"{i:02d}.png")
+    (folder / "05b.jpg").write_bytes(b"not an image")
+    model = tiny.run_dir / "models" / COMPRESSED / "tflite-fp32.tflite"
+    result = predict_images(model, folder, tmp_path / "out", threads=2)
+    assert [p.split("/")[-1] for p in result.written] == [f"{i:02d}.png" for i in range(count)]
+    assert [p.split("/")[-1] for p, _ in result.skipped] == ["05b.jpg"]
+    assert result.threads == 2 and result.images_per_s > 0
+    segmenter = load_segmenter("litert", model, 1)
+    for i in range(count):
+        image = np.asarray(Image.open(folder / f"{i:02d}.png"))
+        expected = predict._resized_prediction(segmenter, image)
+        assert (np.asarray(Image.open(tmp_path / "out" / f"{i:02d}_mask.png")) == expected).all()
+
+
+def test_a_write_that_fails_ends_predict_with_that_error(tiny, images, tmp_path):
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "b_mask.png").mkdir()  # the mask cannot be written over a folder
+    model = tiny.run_dir / "models" / COMPRESSED / "tflite-fp32.tflite"
+    with pytest.raises(OSError):
+        predict_images(model, images, out)
+
+
+def test_a_run_folder_predicts_with_its_recommended_variant(tiny, images, tmp_path, monkeypatch):
+    """`--run`: the variant `unetq recommend` picks at every usable core (here tflite-fp32, the
+    fastest within the accuracy budget), the run's background class and resize mode."""
+    import pandas as pd
+
+    from tinyrun import copy_run
+    from unetq.predict import recommended
+    from unetq.runfolder import RunFolder
+
+    monkeypatch.setenv("UNETQ_THREADS", "1")
+    run = RunFolder(copy_run(tiny, tmp_path / "run"))
+    rows = [  # variant, runtime, ms, fg IoU: tflite-int8 is faster but loses 2 points
+        ("keras", "keras", 9.0, 0.50),
+        ("tflite-fp32", "litert", 4.0, 0.50),
+        ("tflite-int8", "litert", 2.0, 0.48),
+    ]
+    frame = pd.DataFrame(
+        {
+            "model_id": COMPRESSED,
+            "variant": v,
+            "runtime": r,
+            "threads": 1,
+            "precision": "x",
+            "latency_ms_median": ms,
+            "size_bytes": 1000,
+            "model_memory_mb": 1.0,
+            "fg_iou": iou,
+            "n_images": 4,
+        }
+        for v, r, ms, iou in rows
+    )
+    frame.to_csv(run.average_csv, index=False)
+    chosen = recommended(run.root)
+    assert chosen.artifact == run.root / "models" / COMPRESSED / "tflite-fp32.tflite"
+    assert (chosen.runtime, chosen.threads, chosen.tile_overlap) == ("litert", 1, None)
+    assert chosen.background_class == 0 and "tflite-fp32" in chosen.why
+    result = predict_images(chosen.artifact, images, tmp_path / "out", chosen.runtime)
+    assert len(result.written) == 2

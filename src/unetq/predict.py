@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import statistics
 import time
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -12,11 +13,11 @@ from PIL import Image
 
 from unetq.config import tile_overlap
 from unetq.data import read_image
-from unetq.errors import UnetqError
+from unetq.errors import UnetqError, first_line
 from unetq.fileio import atomic_path
 from unetq.models import to_input
-from unetq.runfolder import run_of_artifact
-from unetq.runtimes import load_segmenter
+from unetq.runfolder import RunFolder, read_json, run_of_artifact
+from unetq.runtimes import load_segmenter, usable_cores
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".gif", ".bmp", ".tif", ".tiff", ".webp", ".ppm"}
 OVERLAY_COLORS = np.array(
@@ -29,11 +30,17 @@ OVERLAY_COLORS = np.array(
 class PredictResult:
     written: list[str] = field(default_factory=list)
     skipped: list[tuple[str, str]] = field(default_factory=list)  # (path, reason)
-    ms_per_image: list[float] = field(default_factory=list)
+    ms_per_image: list[float] = field(default_factory=list)  # resize or tiles, and model calls
+    seconds: float = 0.0  # wall time from the first image read to the last file written
+    threads: int = 1
 
     @property
     def median_ms(self) -> float | None:
         return statistics.median(self.ms_per_image) if self.ms_per_image else None
+
+    @property
+    def images_per_s(self) -> float | None:
+        return len(self.written) / self.seconds if self.written and self.seconds > 0 else None
 
 
 def default_runtime(model: Path) -> str:
@@ -49,6 +56,34 @@ def run_tile_overlap(model: Path) -> int | None:
     return tile_overlap(run.load_config().data)
 
 
+@dataclass(frozen=True)
+class Chosen:
+    """What `unetq predict --run` segments with: the run's recommended variant."""
+
+    artifact: Path
+    runtime: str
+    threads: int
+    background_class: int
+    tile_overlap: int | None
+    why: str  # one line for the user
+
+
+def recommended(run_dir: Path) -> Chosen:
+    """The variant `unetq recommend` picks for the run's best model at every usable core (the
+    default budgets; keras itself where nothing compressed is faster within them), with the
+    run's background class and tile overlap."""
+    from unetq.recommend import Budgets, recommend
+
+    threads = usable_cores()
+    [rec] = recommend(run_dir, Budgets(threads=threads))
+    pick = rec.chosen or rec.keras
+    run = RunFolder(run_dir)
+    background = int(read_json(run.dataset).get("background_class", 0))
+    why = f"{rec.model_id} {pick.variant} on {pick.runtime}, recommended at {threads} thread(s)"
+    overlap = tile_overlap(run.load_config().data)
+    return Chosen(pick.artifact, pick.runtime, threads, background, overlap, why)
+
+
 def list_images(source: Path) -> list[Path]:
     if source.is_file():
         return [source]
@@ -62,7 +97,7 @@ def predict_images(
     source: Path,
     out_dir: Path,
     runtime: str | None = None,
-    threads: int = 1,
+    threads: int | None = None,
     background_class: int = 0,
     progress=None,
     tile_overlap: int | None = None,
@@ -70,36 +105,78 @@ def predict_images(
     """Write <stem>_mask.png (class ids) and <stem>_overlay.png for every readable image.
 
     Each image is resized to the model's input and its class map back to the image's size, or,
-    with `tile_overlap` (tile mode), segmented at its own size by overlapping tiles."""
+    with `tile_overlap` (tile mode), segmented at its own size by overlapping tiles. The model
+    runs on `threads` cores (default: all) while the next images are decoded and the finished
+    ones written by other threads (PIL and numpy release the GIL while they work)."""
     if not model.exists():
         raise UnetqError(f"model file not found: {model}")
     files = list_images(source)
+    threads = threads or usable_cores()
     segmenter = load_segmenter(runtime or default_runtime(model), model, threads, tile_overlap)
     out_dir.mkdir(parents=True, exist_ok=True)
-    result = PredictResult()
+    result = PredictResult(threads=threads)
     task = progress.add_task("predict", total=len(files)) if progress else None
-    for path in files:
-        try:
-            image = read_image(path)
-        except Exception as exc:  # unreadable or not an image: skip it, keep going
-            result.skipped.append(
-                (str(path), str(exc).splitlines()[0] if str(exc) else "unreadable")
-            )
+    start = time.perf_counter()
+    with (
+        ThreadPoolExecutor(1, "unetq-read") as reader,
+        ThreadPoolExecutor(2, "unetq-write") as writer,
+    ):
+        written: list[Future] = []
+        for path, image in _read_ahead(reader, files):
+            if isinstance(image, Exception):  # unreadable or not an image: skip it, keep going
+                result.skipped.append((str(path), first_line(image) or "unreadable"))
+            else:
+                mask = _timed_segment(segmenter, image, tile_overlap is not None, result)
+                written.append(writer.submit(_write, out_dir, path, image, mask, background_class))
+                result.written.append(str(path))
+            _check_done(written)
             if progress:
                 progress.advance(task)
-            continue
-        start = time.perf_counter_ns()
-        if tile_overlap is not None:
-            mask = segmenter.predict([image])[0]
-        else:
-            mask = _resized_prediction(segmenter, image)
-        result.ms_per_image.append((time.perf_counter_ns() - start) / 1e6)
-        _save_png(out_dir / f"{path.stem}_mask.png", mask)
-        _save_png(out_dir / f"{path.stem}_overlay.png", overlay(image, mask, background_class))
-        result.written.append(str(path))
-        if progress:
-            progress.advance(task)
+        for future in written:
+            future.result()  # a failed write (a full disk) ends the command here
+    result.seconds = time.perf_counter() - start
     return result
+
+
+READ_AHEAD = 4  # images decoded ahead of the model
+WRITE_BEHIND = 8  # images whose masks and overlays may still be being written
+
+
+def _read_ahead(reader: ThreadPoolExecutor, files: list[Path]):
+    """(path, image or the exception reading it raised), in order, decoded ahead of the caller."""
+
+    def read(path: Path):
+        try:
+            return read_image(path)
+        except Exception as exc:
+            return exc
+
+    pending = [(path, reader.submit(read, path)) for path in files[:READ_AHEAD]]
+    for i in range(len(files)):
+        path, future = pending.pop(0)
+        if i + READ_AHEAD < len(files):
+            ahead = files[i + READ_AHEAD]
+            pending.append((ahead, reader.submit(read, ahead)))
+        yield path, future.result()
+
+
+def _timed_segment(segmenter, image: np.ndarray, tiled: bool, result: PredictResult):
+    start = time.perf_counter_ns()
+    mask = segmenter.predict([image])[0] if tiled else _resized_prediction(segmenter, image)
+    result.ms_per_image.append((time.perf_counter_ns() - start) / 1e6)
+    return mask
+
+
+def _write(out_dir: Path, path: Path, image: np.ndarray, mask: np.ndarray, background: int):
+    _save_png(out_dir / f"{path.stem}_mask.png", mask)
+    _save_png(out_dir / f"{path.stem}_overlay.png", overlay(image, mask, background))
+
+
+def _check_done(written: list[Future]) -> None:
+    """Raise a finished write's error now; drop finished writes from the list, and wait for
+    the oldest while more than WRITE_BEHIND are pending (each holds an image in memory)."""
+    while written and (written[0].done() or len(written) > WRITE_BEHIND):
+        written.pop(0).result()
 
 
 def _resized_prediction(predictor, image: np.ndarray) -> np.ndarray:

@@ -29,17 +29,24 @@ def config_choice(name: str) -> Callable[[Any], Any]:
     return check
 
 
-def needs_tensorflow(command: Callable | None = None, *, files: tuple[str, ...] = ()):
+def needs_tensorflow(
+    command: Callable | None = None, *, files: tuple[str, ...] = (), one_of: tuple[str, ...] = ()
+):
     """Import TensorFlow before the command's body runs, after its options are parsed (so
     `--help` and usage errors answer at once): in a process that also loads OpenVINO or LiteRT,
     TensorFlow's oneDNN libraries must be loaded first. The options named in `files` must be
-    existing files: one line, before TensorFlow loads, when one is not."""
+    existing files, and exactly one of the options in `one_of` must be given: one line, before
+    TensorFlow loads, when not."""
 
     def wrap(command: Callable) -> Callable:
         @functools.wraps(command)
         def run(*args, **kwargs):
-            from unetq.errors import ModelError
+            from unetq.errors import ModelError, UnetqError
             from unetq.runtimes import import_tensorflow
+
+            if one_of and sum(kwargs.get(name) is not None for name in one_of) != 1:
+                names = " or ".join(f"--{name.replace('_', '-')}" for name in one_of)
+                raise UnetqError(f"give exactly one of {names}")
 
             for name in files:
                 path = kwargs.get(name)

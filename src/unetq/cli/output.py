@@ -26,9 +26,10 @@ def say(text: str, style: str | None = None) -> None:
     console.print(text, style=style, markup=False, highlight=False, soft_wrap=True)
 
 
-def progress(transient: bool = False, download: bool = False) -> Progress:
-    """The progress display on this console (`transient`: gone before the command's table)."""
-    return make_progress(console, transient=transient, download=download)
+def progress(transient: bool = False, download: bool = False, rate: str | None = None) -> Progress:
+    """The progress display on this console (`transient`: gone before the command's table;
+    `rate`: items per second in this unit)."""
+    return make_progress(console, transient=transient, download=download, rate=rate)
 
 
 def cell(value: Any, digits: int | None) -> str:

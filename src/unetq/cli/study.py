@@ -168,18 +168,30 @@ def show(
     console.print(f"panel: {make_panel(run, image, model, out)}")
 
 
-@needs_tensorflow(files=("model",))
+@needs_tensorflow(files=("model",), one_of=("model", "run"))
 def predict(
-    model: Annotated[
-        Path, typer.Option(help="A Keras model (.keras), a .tflite or an OpenVINO .xml variant.")
-    ],
     images: Annotated[Path, typer.Option(help="An image file or a folder of images.")],
     out: Annotated[Path, typer.Option(help="Folder for masks and overlays.")],
+    model: Annotated[
+        Path | None,
+        typer.Option(help="A Keras model (.keras), a .tflite or an OpenVINO .xml variant."),
+    ] = None,
+    run: Annotated[
+        Path | None,
+        typer.Option(
+            help="Instead of --model: a benchmarked run folder; its recommended variant of the "
+            "best model at every usable core (as `unetq recommend --threads all`)."
+        ),
+    ] = None,
     runtime: Annotated[
         str | None, typer.Option(help="keras, litert or openvino (default from the file).")
     ] = None,
-    threads: Annotated[int, typer.Option(help="Inference threads.")] = 1,
-    background: Annotated[int, typer.Option(help="Background class (not overlaid).")] = 0,
+    threads: Annotated[
+        int | None, typer.Option(min=1, help="Inference threads (default: every usable core).")
+    ] = None,
+    background: Annotated[
+        int | None, typer.Option(help="Background class, not overlaid (default 0, or the run's).")
+    ] = None,
     tile_overlap: Annotated[
         int | None,
         typer.Option(
@@ -190,21 +202,29 @@ def predict(
     ] = None,
 ) -> None:
     """Segment your own images; writes mask PNGs at each image's size and overlays."""
-    from unetq.predict import predict_images, run_tile_overlap
+    from unetq.predict import predict_images, recommended, run_tile_overlap
 
-    if tile_overlap is None:
+    if run is not None:
+        chosen = recommended(run)
+        console.print(f"segmenting with {chosen.why}: {chosen.artifact}")
+        model, runtime = chosen.artifact, runtime or chosen.runtime
+        background = chosen.background_class if background is None else background
+        tile_overlap = chosen.tile_overlap if tile_overlap is None else tile_overlap
+    elif tile_overlap is None:
         tile_overlap = run_tile_overlap(model)
-    with progress(transient=True) as bars:
+    with progress(transient=True, rate="images") as bars:
         result = predict_images(
-            model, images, out, runtime, threads, background, bars, tile_overlap
+            model, images, out, runtime, threads, background or 0, bars, tile_overlap
         )
     for path, reason in result.skipped:
         console.print(f"[yellow]skipped[/] {path}: {reason}")
     if result.median_ms is not None:
         how = "tiles" if tile_overlap is not None else "resize"
         console.print(
-            f"{len(result.written)} images segmented into {out}; median {result.median_ms:.1f} "
-            f"ms per image ({how} and model calls, {threads} thread(s))"
+            f"{len(result.written)} images segmented into {out} in {result.seconds:.1f} s: "
+            f"{result.images_per_s:.1f} images per s, reading and writing included; median "
+            f"{result.median_ms:.1f} ms per image in {how} and model calls "
+            f"({result.threads} thread(s))"
         )
     if not result.written:
         raise UnetqError(f"no readable images in {images}")
