@@ -17,7 +17,7 @@ import pytest
 
 from unetq.bench.machine import machine_info
 from unetq.bench.probe import LatencyStats, MemoryStats, time_predictor
-from unetq.bench.run import bench_run, resolve_threads
+from unetq.bench.run import bench_record, bench_run, resolve_threads
 from unetq.bench.session import ProbeJob, measure_interleaved, run_probe, split_repeats
 from unetq.config import StudyConfig
 from unetq.errors import UnetqError
@@ -493,3 +493,48 @@ def test_compare_variants_ratios_are_paired_round_by_round():
         [1],
     )
     assert [r["x keras 1t"] for r in rows] == ["1.00", "2.50"]
+
+
+def test_whole_images_are_timed_end_to_end_after_each_block(fake_runtime, tmp_path, monkeypatch):
+    """Tile mode: after its block of tile calls, a job times one whole image per round, cut
+    into 16 px tiles overlapping by 4 (a 40 x 30 image: 3 x 3 tiles; a 16 x 16 one: 1)."""
+    from unetq.bench.session import WholeImages
+
+    runlog = tmp_path / "runs.log"
+    monkeypatch.setenv("FAKERT_RUNLOG", str(runlog))
+    images = np.zeros((2, 16, 16, 3), np.uint8)
+    whole = WholeImages(
+        [np.zeros((40, 30, 3), np.float32), np.zeros((16, 16, 3), np.float32)], 16, 4
+    )
+    jobs = [
+        ProbeJob("litert", tmp_path / "a.tflite", 1, repeats=3, warmup=0),
+        ProbeJob("litert", tmp_path / "slow.tflite", 1, repeats=3, warmup=0, whole=False),
+    ]
+    jobs[0].artifact.write_bytes(b"model")
+    fast, slow = measure_interleaved(jobs, images, rounds=3, loader=LOADER, whole=whole)
+    assert len(fast.whole_image_ms) == 3 and all(ms > 0 for ms in fast.whole_image_ms)
+    assert fast.whole_image_tiles == [9, 1, 9]
+    assert slow.whole_image_ms == [] and slow.whole_image_tiles == []
+    # 3 timed tile calls + 9 + 1 + 9 tile calls of the whole images; the slow job only 3
+    assert len(runlog.read_text().splitlines()) == 3 + 19 + 3
+    record = bench_record("m", "tflite-int8", jobs[0], fast, 2, memory=False)
+    assert record.whole_images_timed == 3
+    assert record.whole_image_tiles_mean == pytest.approx(19 / 3)
+    assert record.whole_image_ms_mean == pytest.approx(np.mean(fast.whole_image_ms))
+
+
+def test_whole_images_come_from_dataset_json_in_tile_mode(tmp_path):
+    from unetq.bench.run import whole_images
+    from unetq.fileio import write_json
+    from unetq.runfolder import RunFolder
+
+    run = RunFolder(tmp_path / "run")
+    run.root.mkdir()
+    assert whole_images(run, 5) is None  # no dataset.json
+    write_json(run.dataset, {"mode": "resize"})
+    assert whole_images(run, 5) is None
+    sizes = [[40, 30], [100, 20]]
+    write_json(run.dataset, {"mode": "tile", "tile": 16, "tile_overlap": 4, "whole_sizes": sizes})
+    whole = whole_images(run, 5)
+    assert [list(i.shape) for i in whole.images] == [[40, 30, 3], [100, 20, 3]]
+    assert (whole.tile, whole.overlap, whole.tiles(1)) == (16, 4, 8 * 2)

@@ -55,6 +55,8 @@ class Candidate:
     artifact: Path
     latency_ci: tuple[float, float] = (math.nan, math.nan)  # 95%, bootstrap over rounds
     speedup_ci: tuple[float, float] = (math.nan, math.nan)
+    whole_ms: float = math.nan  # tile mode: mean ms per whole image timed end to end
+    whole_tiles: float = math.nan  # the mean tile count of those images
 
     def same_speed_as(self, other: Candidate) -> bool:
         """Whether the two medians' intervals overlap: the data cannot tell which is faster."""
@@ -192,6 +194,8 @@ def _candidate(run: RunFolder, row: pd.Series, keras: pd.Series) -> Candidate:
         )
         if not math.isnan(paired)
         else (math.nan, math.nan),
+        whole_ms=float(row.get("whole_image_ms_mean", math.nan)),
+        whole_tiles=float(row.get("whole_image_tiles_mean", math.nan)),
     )
 
 
@@ -253,7 +257,13 @@ def _verdict(rec: Recommendation, c: Candidate, reason: str) -> str:
 def _whole_image(c: Candidate, tiles: float | None) -> str:
     if tiles is None:
         return ""
-    return f" ({c.latency_ms * tiles:.1f} ms per whole test image of {tiles:.1f} tiles on average)"
+    text = f" ({c.latency_ms * tiles:.1f} ms per whole test image of {tiles:.1f} tiles on average"
+    if not math.isnan(c.whole_ms):
+        text += (
+            f"; timed end to end, with cutting and stitching: {c.whole_ms:.1f} ms for images of "
+            f"{c.whole_tiles:.1f} tiles, against {c.latency_ms * c.whole_tiles:.1f} ms as tiles"
+        )
+    return text + ")"
 
 
 def _x(c: Candidate) -> str:

@@ -182,3 +182,8 @@ class BenchRecord:
     round_medians_ms: list[float | None] | None = None
     round_samples_ms: list[list[float]] | None = None  # each round's block; for the intervals
     session: str | None = None  # measurements with the same session took turns in the same rounds
+    # tile mode: whole images timed end to end (cut into tiles, model calls, stitch), their mean
+    # ms and mean tile count (compare with latency_ms_median x whole_image_tiles_mean)
+    whole_images_timed: int | None = None
+    whole_image_ms_mean: float | None = None
+    whole_image_tiles_mean: float | None = None

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from rich.console import Console
 from rich.progress import Progress
 
@@ -108,6 +109,9 @@ def step_data(ctx: StudyContext) -> None:
     )
 
 
+WHOLE_SIZES = 10  # whole images the bench times end to end in tile mode (one per round)
+
+
 def tile_info(index, cfg: StudyConfig) -> dict:
     """Tile mode: the tile, its overlap and how many tiles a whole image of the evaluated split
     takes on average (the bench times one tile; a whole image costs that many calls)."""
@@ -115,11 +119,14 @@ def tile_info(index, cfg: StudyConfig) -> dict:
         return {"mode": cfg.data.mode}
     sizes = [image_size(p.image)[::-1] for p in index.split_pairs(cfg.evaluate.split)]
     data = cfg.data
+    picks = np.linspace(0, len(sizes) - 1, min(len(sizes), WHOLE_SIZES)).round().astype(int)
     return {
         "mode": "tile",
         "tile": data.image_size,
         "tile_overlap": data.tile_overlap,
         "tiles_per_image": mean_tiles_per_image(sizes, data.image_size, data.tile_overlap),
+        # (height, width) of images spread over the split: the bench times them end to end
+        "whole_sizes": [list(sizes[i]) for i in picks] if sizes else [],
     }
 
 

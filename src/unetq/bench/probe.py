@@ -93,6 +93,10 @@ class ProbeResult:
     round_medians_ms: list[float | None] = field(default_factory=list)
     # per round: the timed samples of this job's block (empty: no block in that round)
     round_samples_ms: list[list[float]] = field(default_factory=list)
+    # tile mode: ms per whole image, end to end (cut, model calls, stitch), with the tile count
+    # of each timed image
+    whole_image_ms: list[float] = field(default_factory=list)
+    whole_image_tiles: list[int] = field(default_factory=list)
 
 
 def time_predictor(predictor: Any, images: np.ndarray, repeats: int, warmup: int) -> LatencyStats:
@@ -121,6 +125,28 @@ def time_predictor(predictor: Any, images: np.ndarray, repeats: int, warmup: int
     return LatencyStats.from_samples(samples)
 
 
+def time_whole_images(
+    predictor: Any, images: list[np.ndarray], overlap: int, count: int, start: int = 0
+) -> list[float]:
+    """Tile mode, end to end: `count` whole images (cycling through `images` from `start`),
+    each cut into the predictor's tiles, segmented tile by tile and stitched back; ms each."""
+    from unetq.data.tiles import segment_by_tiles
+
+    tile = int(predictor.input_hw[0])
+
+    def class_maps(tiles: np.ndarray) -> np.ndarray:
+        return np.stack([predictor.run(one[None])[0].argmax(-1) for one in tiles])
+
+    samples = []
+    clock = time.perf_counter_ns
+    for i in range(count):
+        image = images[(start + i) % len(images)]
+        t0 = clock()
+        segment_by_tiles(image, tile, overlap, class_maps)
+        samples.append((clock() - t0) / 1e6)
+    return samples
+
+
 def load_average() -> list[float] | None:
     """The machine's 1, 5 and 15 minute load averages (others' work skews timings)."""
     try:
@@ -134,11 +160,23 @@ def _load_callable(spec: str):
     return getattr(importlib.import_module(module), name or "load_predictor")
 
 
+def _whole(path: str | None) -> tuple[list[np.ndarray], int]:
+    """(whole images, tile overlap) from the parent's .npz (`image0`, `image1`, ..., `overlap`)."""
+    if not path:
+        return [], 0
+    with np.load(path) as data:
+        count = len([k for k in data.files if k.startswith("image")])
+        return [data[f"image{i}"] for i in range(count)], int(data["overlap"])
+
+
 def _probe(args: argparse.Namespace) -> dict[str, Any]:
     images = np.load(args.images) if args.images else None
+    whole, overlap = _whole(args.whole)
     if args.loader == DEFAULT_LOADER:  # another loader imports what it needs itself
         for module in RUNTIME_IMPORTS.get(args.runtime, ()):
             importlib.import_module(module)
+    if whole:
+        importlib.import_module("unetq.data.tiles")  # with the libraries, not the model
     loader = None if args.runtime == "none" else _load_callable(args.loader)
     # The baseline: after imports, with the high-water mark reset where the kernel allows it,
     # so a transient peak while importing does not hide the model's cost.
@@ -171,7 +209,7 @@ def _probe(args: argparse.Namespace) -> dict[str, Any]:
             )
         load = load_average()
         if args.serve:
-            latency, load = _serve(predictor, images, after_load)
+            latency, load = _serve(predictor, images, after_load, whole, overlap)
         elif args.repeats > 0:
             latency = time_predictor(predictor, images, args.repeats, args.warmup)
         else:
@@ -196,22 +234,34 @@ def _probe(args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
-def _serve(predictor: Any, images: np.ndarray, after_load: float):
+def _serve(
+    predictor: Any,
+    images: np.ndarray,
+    after_load: float,
+    whole: list[np.ndarray] | None = None,
+    overlap: int = 0,
+):
     """Time blocks of calls on the parent's command, so it can interleave several probes.
 
     Protocol (one line each): the child says `READY`; the parent sends `time N W` (W warm-up
-    calls, then N timed ones; the child answers `SAMPLES [ms, ...]`) any number of times, then
-    `done`. Each block's timed calls continue the image cycle where the last block's stopped; its
+    calls, then N timed ones; the child answers `SAMPLES [ms, ...]`) or, given whole images,
+    `whole N` (N whole images end to end, `time_whole_images`; answered the same way) any number
+    of times, then `done`. Each block continues its image cycle where the last one stopped; the
     warm-up calls use the block's first images.
     """
     print(f"{READY_MARK}{json.dumps({'rss_after_load_mb': after_load})}", flush=True)
     samples: list[float] = []
     load = None
-    start = 0
+    start = whole_start = 0
     for line in sys.stdin:
         command = line.split()
         if not command or command[0] == "done":
             break
+        if command[0] == "whole" and len(command) == 2 and whole:
+            block = time_whole_images(predictor, whole, overlap, int(command[1]), whole_start)
+            whole_start = (whole_start + int(command[1])) % len(whole)
+            print(f"{SAMPLES_MARK}{json.dumps(block)}", flush=True)
+            continue
         if command[0] != "time" or len(command) != 3:
             raise UnetqError(f"unknown probe command: {line.strip()}")
         repeats, warmup = int(command[1]), int(command[2])
@@ -239,6 +289,7 @@ def _probe_parser() -> argparse.ArgumentParser:
     p.add_argument("--loader", default=DEFAULT_LOADER, help="module:function that loads")
     p.add_argument("--allocate-mb", type=float, default=0.0, help="allocate a known block (test)")
     p.add_argument("--serve", action="store_true", help="time blocks on stdin commands")
+    p.add_argument("--whole", default=None, help=".npz of whole images for `whole N` (tile mode)")
     return p
 
 

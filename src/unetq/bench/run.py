@@ -16,12 +16,12 @@ import numpy as np
 from unetq.bench.machine import machine_info
 from unetq.bench.peaks import measure_in_child, with_peaks
 from unetq.bench.probe import DEFAULT_LOADER, ProbeResult
-from unetq.bench.session import ProbeJob, bench_images, measure_interleaved
+from unetq.bench.session import ProbeJob, WholeImages, bench_images, measure_interleaved
 from unetq.errors import UnetqError
 from unetq.fileio import write_json
 from unetq.records import BenchRecord
 from unetq.results import write_average_results
-from unetq.runfolder import RunFolder, artifact_digest, artifact_size, variant_runs
+from unetq.runfolder import RunFolder, artifact_digest, artifact_size, read_json, variant_runs
 from unetq.runtimes import usable_cores
 from unetq.work import Failures, Stage, Unit, run_stage, write_record
 
@@ -60,6 +60,7 @@ def bench_record(
     """The CSV row of one measured (model, variant, runtime, threads)."""
     lat = result.latency
     mem = result.memory if memory else None
+    whole = result.whole_image_ms
     return BenchRecord(
         model_id=model_id,
         variant=variant,
@@ -84,6 +85,9 @@ def bench_record(
         round_medians_ms=result.round_medians_ms or None,
         round_samples_ms=result.round_samples_ms or None,
         session=session,
+        whole_images_timed=len(whole) or None,
+        whole_image_ms_mean=float(np.mean(whole)) if whole else None,
+        whole_image_tiles_mean=float(np.mean(result.whole_image_tiles)) if whole else None,
     )
 
 
@@ -92,14 +96,15 @@ def bench_jobs(
 ) -> list[tuple[str, ProbeJob]]:
     """(variant, job) for every variant artifact x runtime x thread count of one model.
 
-    Slow variants (int16x8 on reference kernels) get `slow` timed calls after one warm-up call
-    and no warm-up call in later rounds.
+    Slow variants (int16x8 on reference kernels) get `slow` timed calls after one warm-up call,
+    no warm-up call in later rounds and no whole images.
     """
     jobs = []
     for run in variant_runs(model_dir, runtimes):
         r, w = (slow, min(warmup, 1)) if run.slow else (repeats, warmup)
+        fast = not run.slow  # whole images on reference kernels would take minutes
         jobs += [
-            (run.variant, ProbeJob(run.runtime, run.artifact, t, r, w, rewarm=not run.slow))
+            (run.variant, ProbeJob(run.runtime, run.artifact, t, r, w, rewarm=fast, whole=fast))
             for t in threads
         ]
     return jobs
@@ -142,8 +147,21 @@ def bench_run(
         image_size=size,
         images=bench_images((size, size), n_images, source=images),
         loader=loader,
+        whole=whole_images(RunFolder(run_dir), bench_cfg.rounds),
     )
     return run_stage(stage, progress, redo=remeasure)
+
+
+def whole_images(run: RunFolder, rounds: int, seed: int = 0) -> WholeImages | None:
+    """Tile mode: seeded uniform images at the sizes dataset.json samples from the evaluated
+    split (`whole_sizes`), one timed end to end per round; None otherwise."""
+    dataset = read_json(run.dataset)
+    sizes = dataset.get("whole_sizes")
+    if dataset.get("mode") != "tile" or not sizes:
+        return None
+    rng = np.random.default_rng(seed)
+    images = [rng.random((h, w, 3), dtype=np.float32) for h, w in sizes]
+    return WholeImages(images, int(dataset["tile"]), int(dataset["tile_overlap"]))
 
 
 @dataclass
@@ -159,6 +177,7 @@ class BenchStage(Stage):
     image_size: int
     images: np.ndarray  # the timed inputs
     loader: str = DEFAULT_LOADER
+    whole: WholeImages | None = None  # tile mode: whole images timed end to end
 
     name = "bench"
     tolerant = True  # a measurement that fails is reported; the others go on
@@ -184,6 +203,8 @@ class BenchStage(Stage):
                     "memory": bool(cfg.memory),
                     "artifact_sha256": artifact_digest(job.artifact),
                 }
+                if self.whole is not None and job.whole:
+                    inputs["whole_sizes"] = [list(i.shape[:2]) for i in self.whole.images]
                 part = run.bench_part(model_id, variant, job.runtime, job.threads)
                 key = (model_id, variant, job.runtime, job.threads)
                 units.append(Unit(key, part, inputs, group=model_id))
@@ -219,8 +240,14 @@ class BenchStage(Stage):
 
         session = uuid.uuid4().hex[:12]
         try:
+            jobs_todo = [job for _, job in todo]
             results = measure_interleaved(
-                [job for _, job in todo], self.images, rounds, loader=self.loader, on_block=on_block
+                jobs_todo,
+                self.images,
+                rounds,
+                loader=self.loader,
+                on_block=on_block,
+                whole=self.whole,
             )
         finally:
             if task is not None:

@@ -127,12 +127,37 @@ class ProbeJob:
     warmup: int
     precision: str | None = None
     rewarm: bool = True  # one untimed call before each later block (not worth it for slow ones)
+    whole: bool = True  # also time whole images end to end where they are given (tile mode)
+
+
+@dataclass(frozen=True)
+class WholeImages:
+    """Tile mode: whole images (float32 [H, W, 3], sizes of the evaluated split's) that a probe
+    cuts into tiles, segments and stitches, `per_round` of them in each round."""
+
+    images: list[np.ndarray]
+    tile: int
+    overlap: int
+    per_round: int = 1
+
+    def tiles(self, index: int) -> int:
+        from unetq.data.tiles import tiles_per_image
+
+        height, width = self.images[index % len(self.images)].shape[:2]
+        return tiles_per_image(
+            max(height, self.tile), max(width, self.tile), self.tile, self.overlap
+        )
+
+    def save(self, path: Path) -> Path:
+        arrays = {f"image{i}": image for i, image in enumerate(self.images)}
+        np.savez(path, overlap=self.overlap, **arrays)
+        return path
 
 
 class _ServedProbe:
     """A probe child that stays alive between timing blocks (see `_serve`)."""
 
-    def __init__(self, job: ProbeJob, images_path: Path, loader: str):
+    def __init__(self, job: ProbeJob, images_path: Path, loader: str, whole: Path | None = None):
         self.job = job
         self.what = f"{job.runtime} on {job.artifact}"
         self._stderr = tempfile.TemporaryFile(mode="w+")  # noqa: SIM115 (closed in close())
@@ -144,6 +169,7 @@ class _ServedProbe:
             precision=job.precision,
             loader=loader,
             images=images_path,
+            whole=whole,
         )
         self.proc = subprocess.Popen(
             [*cmd, "--serve"],
@@ -179,6 +205,10 @@ class _ServedProbe:
         self._send(f"time {repeats} {warmup}")
         return json.loads(self._read(SAMPLES_MARK))
 
+    def whole(self, count: int) -> list[float]:
+        self._send(f"whole {count}")
+        return json.loads(self._read(SAMPLES_MARK))
+
     def finish(self) -> ProbeResult:
         self._send("done")
         data = json.loads(self._read(PROBE_MARK))
@@ -207,6 +237,7 @@ def measure_interleaved(
     *,
     loader: str = DEFAULT_LOADER,
     on_block: Callable[[ProbeJob, int], None] | None = None,
+    whole: WholeImages | None = None,
 ) -> list[ProbeResult | UnetqError]:
     """Time several jobs in rounds, each job in its own fresh process, one process at a time.
 
@@ -215,17 +246,23 @@ def measure_interleaved(
     after one untimed call, since other processes have run in between). A slow spell of the
     machine thus hits every job a little instead of one job entirely, which is what makes two
     runs agree. Memory readings stay per process. Results are in job order; a job that fails
-    gives its UnetqError in place of a result.
+    gives its UnetqError in place of a result. With `whole` (tile mode), each job's block in a
+    round is followed by `whole.per_round` whole images timed end to end (jobs with
+    `whole=False` skip them).
     """
     results: dict[int, ProbeResult | UnetqError] = {}
     probes: dict[int, _ServedProbe] = {}
     round_samples: dict[int, list[list[float]]] = {i: [] for i in range(len(jobs))}
+    whole_ms: dict[int, list[float]] = {i: [] for i in range(len(jobs))}
     with tempfile.TemporaryDirectory(prefix="unetq-probe-") as tmp:
         images_path = Path(tmp) / "images.npy"
         np.save(images_path, as_model_input(images))
+        whole_path = whole.save(Path(tmp) / "whole.npz") if whole is not None else None
         try:
             for i, job in enumerate(jobs):
-                probes[i] = _ServedProbe(job, images_path, loader)
+                probes[i] = _ServedProbe(
+                    job, images_path, loader, whole_path if job.whole else None
+                )
 
             def attempt(i: int, action: Callable[[_ServedProbe], Any]) -> Any:
                 try:
@@ -247,6 +284,9 @@ def measure_interleaved(
                     warmup = job.warmup if r == 0 else min(job.warmup, int(job.rewarm))
                     block = attempt(i, lambda p, n=calls, w=warmup: p.time(n, w))
                     round_samples[i].append(list(block or []))
+                    if whole is not None and job.whole and i in probes:
+                        count = whole.per_round
+                        whole_ms[i] += attempt(i, lambda p, n=count: p.whole(n)) or []
                     if on_block is not None:
                         on_block(job, r)
             for i in list(probes):
@@ -256,6 +296,8 @@ def measure_interleaved(
                     result.round_medians_ms = [
                         float(np.median(b)) if b else None for b in round_samples[i]
                     ]
+                    result.whole_image_ms = whole_ms[i]
+                    result.whole_image_tiles = [whole.tiles(k) for k in range(len(whole_ms[i]))]
                     results[i] = result
         finally:
             for probe in probes.values():
