@@ -40,7 +40,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def per_image(run: Path, metric: str) -> pd.DataFrame:
-    frame = pd.read_csv(RunFolder(run).individual_csv)
+    frame = pd.read_csv(RunFolder(run).individual_csv, dtype={"model_id": str, "image": str})
     frame = frame[frame["split"] == "test"]
     return frame.groupby(KEY, as_index=False)[metric].mean()
 
@@ -54,6 +54,8 @@ def changes(before: pd.DataFrame, after: pd.DataFrame, metric: str) -> pd.DataFr
     """One row per (model, variant): loss against keras before and after, and the change."""
     both = before.merge(after, on=KEY, suffixes=("_before", "_after"))
     keras = both[both["variant"] == "keras"]
+    if keras.empty:
+        raise SystemExit("no keras test results in both folders for the same images")
     moved = (keras[f"{metric}_before"] - keras[f"{metric}_after"]).abs().max()
     if moved > 1e-6:
         raise SystemExit(f"keras scores differ by up to {moved:.4f}: not the same models")

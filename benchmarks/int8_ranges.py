@@ -71,6 +71,8 @@ def model_drops(run: RunFolder, model_id: str) -> dict[str, dict[str, float]]:
     model_path = run.model_dir(model_id) / "model.keras"
     hw = model_input_hw(model_path)
     calibration, verify, validation, _ = dataset_images(hw, config.compress, config.data)
+    if validation is None:
+        raise SystemExit(f"{run.root}'s dataset has no validation images to score on")
     test = test_images(config.data, hw, validation)
     job = _Job(_load_model(model_path), model_path, hw, calibration, verify, config.compress)
     try:

@@ -55,3 +55,6 @@ def test_a_loss_beyond_the_noise_fails_and_other_models_refuse(tmp_path, capsys)
     other = run_with(tmp_path / "c", {"keras": [s + 0.1 for s in KERAS], "int8": KERAS})
     with pytest.raises(SystemExit, match="not the same models"):
         accuracy_change.main([str(before), str(other)])
+    no_keras = run_with(tmp_path / "d", {"int8": KERAS})
+    with pytest.raises(SystemExit, match="no keras test results"):
+        accuracy_change.main([str(before), str(no_keras)])

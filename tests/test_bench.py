@@ -503,9 +503,7 @@ def test_whole_images_are_timed_end_to_end_after_each_block(fake_runtime, tmp_pa
     runlog = tmp_path / "runs.log"
     monkeypatch.setenv("FAKERT_RUNLOG", str(runlog))
     images = np.zeros((2, 16, 16, 3), np.uint8)
-    whole = WholeImages(
-        [np.zeros((40, 30, 3), np.float32), np.zeros((16, 16, 3), np.float32)], 16, 4
-    )
+    whole = WholeImages([np.zeros((40, 30, 3), np.uint8), np.zeros((16, 16, 3), np.uint8)], 16, 4)
     jobs = [
         ProbeJob("litert", tmp_path / "a.tflite", 1, repeats=3, warmup=0),
         ProbeJob("litert", tmp_path / "slow.tflite", 1, repeats=3, warmup=0, whole=False),
@@ -537,4 +535,6 @@ def test_whole_images_come_from_dataset_json_in_tile_mode(tmp_path):
     write_json(run.dataset, {"mode": "tile", "tile": 16, "tile_overlap": 4, "whole_sizes": sizes})
     whole = whole_images(run, 5)
     assert [list(i.shape) for i in whole.images] == [[40, 30, 3], [100, 20, 3]]
+    assert whole.images[0].dtype == np.uint8
     assert (whole.tile, whole.overlap, whole.tiles(1)) == (16, 4, 8 * 2)
+    assert [list(i.shape) for i in whole_images(run, 1).images] == [[40, 30, 3]]  # one a round

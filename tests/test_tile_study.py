@@ -85,7 +85,7 @@ def test_a_tile_study_scores_whole_images_at_their_own_size(tile_run):
     timed = average.dropna(subset=["latency_ms_median"])
     assert np.allclose(timed["latency_ms_per_image"], timed["latency_ms_median"] * 144)
     # whole test images timed end to end too: cut into their 144 tiles, segmented, stitched
-    assert dataset["whole_sizes"] and all(size[0] in (584, 565) for size in dataset["whole_sizes"])
+    assert dataset["whole_sizes"] and all(s == [HEIGHT, WIDTH] for s in dataset["whole_sizes"])
     assert (timed["whole_image_tiles_mean"] == 144).all() and (
         timed["whole_images_timed"] > 0
     ).all()

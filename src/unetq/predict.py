@@ -16,7 +16,7 @@ from unetq.data import read_image
 from unetq.errors import UnetqError, first_line
 from unetq.fileio import atomic_path
 from unetq.models import to_input
-from unetq.runfolder import RunFolder, read_json, run_of_artifact
+from unetq.runfolder import RunFolder, read_csv, read_json, run_of_artifact
 from unetq.runtimes import load_segmenter, usable_cores
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".gif", ".bmp", ".tif", ".tiff", ".webp", ".ppm"}
@@ -68,20 +68,33 @@ class Chosen:
     why: str  # one line for the user
 
 
-def recommended(run_dir: Path) -> Chosen:
-    """The variant `unetq recommend` picks for the run's best model at every usable core (the
-    default budgets; keras itself where nothing compressed is faster within them), with the
-    run's background class and tile overlap."""
+def recommended(run_dir: Path, threads: int | None = None) -> Chosen:
+    """The variant `unetq recommend` picks for the run's best model (the default budgets; keras
+    itself where nothing compressed is faster within them) at `threads` (default: every usable
+    core), or at the largest thread count the run measured below it (else its largest), with
+    the run's background class and tile overlap."""
     from unetq.recommend import Budgets, recommend
 
-    threads = usable_cores()
+    run = RunFolder(run_dir)
+    threads = _measured_threads(run, threads or usable_cores())
     [rec] = recommend(run_dir, Budgets(threads=threads))
     pick = rec.chosen or rec.keras
-    run = RunFolder(run_dir)
     background = int(read_json(run.dataset).get("background_class", 0))
     why = f"{rec.model_id} {pick.variant} on {pick.runtime}, recommended at {threads} thread(s)"
     overlap = tile_overlap(run.load_config().data)
     return Chosen(pick.artifact, pick.runtime, threads, background, overlap, why)
+
+
+def _measured_threads(run: RunFolder, wanted: int) -> int:
+    """`wanted`, or the largest thread count the run's bench measured below it, else its
+    largest (a run benchmarked on another machine)."""
+    average = read_csv(run.average_csv)
+    if "threads" not in average:
+        return wanted  # recommend says what is missing
+    measured = sorted({int(t) for t in average["threads"].dropna()})
+    if not measured or wanted in measured:
+        return wanted
+    return max([t for t in measured if t <= wanted], default=measured[-1])
 
 
 def list_images(source: Path) -> list[Path]:
@@ -117,23 +130,33 @@ def predict_images(
     result = PredictResult(threads=threads)
     task = progress.add_task("predict", total=len(files)) if progress else None
     start = time.perf_counter()
+    stems: dict[str, Path] = {}
     with (
         ThreadPoolExecutor(1, "unetq-read") as reader,
         ThreadPoolExecutor(2, "unetq-write") as writer,
     ):
         written: list[Future] = []
-        for path, image in _read_ahead(reader, files):
-            if isinstance(image, Exception):  # unreadable or not an image: skip it, keep going
-                result.skipped.append((str(path), first_line(image) or "unreadable"))
-            else:
-                mask = _timed_segment(segmenter, image, tile_overlap is not None, result)
-                written.append(writer.submit(_write, out_dir, path, image, mask, background_class))
-                result.written.append(str(path))
-            _check_done(written)
-            if progress:
-                progress.advance(task)
-        for future in written:
-            future.result()  # a failed write (a full disk) ends the command here
+        try:
+            for path, image in _read_ahead(reader, files):
+                if path.stem in stems:  # its outputs would overwrite the other image's
+                    result.skipped.append((str(path), f"same name as {stems[path.stem].name}"))
+                elif isinstance(image, Exception):  # unreadable or not an image: skip it
+                    result.skipped.append((str(path), first_line(image) or "unreadable"))
+                else:
+                    stems[path.stem] = path
+                    mask = _timed_segment(segmenter, image, tile_overlap is not None, result)
+                    job = writer.submit(_write, out_dir, path, image, mask, background_class)
+                    written.append(job)
+                    result.written.append(str(path))
+                _check_done(written)
+                if progress:
+                    progress.advance(task)
+            for future in written:
+                future.result()  # a failed write (a full disk) ends the command here
+        except BaseException:  # Ctrl-C or a failed write: drop the queued work, stop now
+            for pool in (reader, writer):
+                pool.shutdown(wait=False, cancel_futures=True)
+            raise
     result.seconds = time.perf_counter() - start
     return result
 

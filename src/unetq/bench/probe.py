@@ -128,14 +128,17 @@ def time_predictor(predictor: Any, images: np.ndarray, repeats: int, warmup: int
 def time_whole_images(
     predictor: Any, images: list[np.ndarray], overlap: int, count: int, start: int = 0
 ) -> list[float]:
-    """Tile mode, end to end: `count` whole images (cycling through `images` from `start`),
-    each cut into the predictor's tiles, segmented tile by tile and stitched back; ms each."""
+    """Tile mode, end to end: `count` whole uint8 images (cycling through `images` from
+    `start`), each cut into the predictor's tiles, every tile scaled to the model's input,
+    segmented and stitched back, as `unetq predict` does; ms each."""
     from unetq.data.tiles import segment_by_tiles
+    from unetq.models import to_input
 
     tile = int(predictor.input_hw[0])
 
     def class_maps(tiles: np.ndarray) -> np.ndarray:
-        return np.stack([predictor.run(one[None])[0].argmax(-1) for one in tiles])
+        maps = [predictor.run(to_input(one[None]))[0].argmax(-1) for one in tiles]
+        return np.stack(maps).astype(np.uint8)
 
     samples = []
     clock = time.perf_counter_ns
@@ -195,7 +198,7 @@ def _probe(args: argparse.Namespace) -> dict[str, Any]:
         precision = str(getattr(predictor, "precision", None) or "unknown")
         input_hw = list(getattr(predictor, "input_hw", None) or []) or None
     after_load = peak_rss_mb()
-    latency, load = None, None
+    latency, load, peak_before_whole = None, None, None
     if loader is not None:
         if images is None:
             if input_hw is None:
@@ -209,13 +212,14 @@ def _probe(args: argparse.Namespace) -> dict[str, Any]:
             )
         load = load_average()
         if args.serve:
-            latency, load = _serve(predictor, images, after_load, whole, overlap)
+            latency, load, peak_before_whole = _serve(predictor, images, after_load, whole, overlap)
         elif args.repeats > 0:
             latency = time_predictor(predictor, images, args.repeats, args.warmup)
         else:
             for i in range(args.infer):
                 predictor.run(images[i % len(images)])
-    peak = peak_rss_mb()
+    # the model's peak, not that of cutting and stitching whole images (only some jobs do it)
+    peak = peak_before_whole if peak_before_whole is not None else peak_rss_mb()
     memory = MemoryStats(
         rss_after_imports_mb=after_imports,
         rss_after_load_mb=after_load,
@@ -251,13 +255,15 @@ def _serve(
     """
     print(f"{READY_MARK}{json.dumps({'rss_after_load_mb': after_load})}", flush=True)
     samples: list[float] = []
-    load = None
+    load = peak_before_whole = None
     start = whole_start = 0
     for line in sys.stdin:
         command = line.split()
         if not command or command[0] == "done":
             break
         if command[0] == "whole" and len(command) == 2 and whole:
+            if peak_before_whole is None:
+                peak_before_whole = peak_rss_mb()
             block = time_whole_images(predictor, whole, overlap, int(command[1]), whole_start)
             whole_start = (whole_start + int(command[1])) % len(whole)
             print(f"{SAMPLES_MARK}{json.dumps(block)}", flush=True)
@@ -273,7 +279,7 @@ def _serve(
         print(f"{SAMPLES_MARK}{json.dumps(block)}", flush=True)
     if not samples:
         raise UnetqError("the parent asked for no timed calls")
-    return LatencyStats.from_samples(samples), load
+    return LatencyStats.from_samples(samples), load, peak_before_whole
 
 
 def _probe_parser() -> argparse.ArgumentParser:
@@ -289,7 +295,7 @@ def _probe_parser() -> argparse.ArgumentParser:
     p.add_argument("--loader", default=DEFAULT_LOADER, help="module:function that loads")
     p.add_argument("--allocate-mb", type=float, default=0.0, help="allocate a known block (test)")
     p.add_argument("--serve", action="store_true", help="time blocks on stdin commands")
-    p.add_argument("--whole", default=None, help=".npz of whole images for `whole N` (tile mode)")
+    p.add_argument("--whole", default=None, help=".npz of uint8 whole images for `whole N`")
     return p
 
 

@@ -153,15 +153,16 @@ def bench_run(
 
 
 def whole_images(run: RunFolder, rounds: int, seed: int = 0) -> WholeImages | None:
-    """Tile mode: seeded uniform images at the sizes dataset.json samples from the evaluated
-    split (`whole_sizes`), one timed end to end per round; None otherwise."""
+    """Tile mode: seeded uniform uint8 images at sizes dataset.json samples from the evaluated
+    split (`whole_sizes`), at most one per round, spread over the sample; None otherwise."""
     dataset = read_json(run.dataset)
     sizes = dataset.get("whole_sizes")
-    if dataset.get("mode") != "tile" or not sizes:
+    if dataset.get("mode") != "tile" or not sizes or "tile" not in dataset:
         return None
+    picks = np.linspace(0, len(sizes) - 1, min(len(sizes), max(rounds, 1))).round().astype(int)
     rng = np.random.default_rng(seed)
-    images = [rng.random((h, w, 3), dtype=np.float32) for h, w in sizes]
-    return WholeImages(images, int(dataset["tile"]), int(dataset["tile_overlap"]))
+    images = [rng.integers(0, 256, (*sizes[i], 3), dtype=np.uint8) for i in picks]
+    return WholeImages(images, int(dataset["tile"]), int(dataset.get("tile_overlap", 0)))
 
 
 @dataclass
@@ -205,6 +206,7 @@ class BenchStage(Stage):
                 }
                 if self.whole is not None and job.whole:
                     inputs["whole_sizes"] = [list(i.shape[:2]) for i in self.whole.images]
+                    inputs["whole_tiles"] = [self.whole.tile, self.whole.overlap]
                 part = run.bench_part(model_id, variant, job.runtime, job.threads)
                 key = (model_id, variant, job.runtime, job.threads)
                 units.append(Unit(key, part, inputs, group=model_id))

@@ -132,7 +132,7 @@ class ProbeJob:
 
 @dataclass(frozen=True)
 class WholeImages:
-    """Tile mode: whole images (float32 [H, W, 3], sizes of the evaluated split's) that a probe
+    """Tile mode: whole images (uint8 [H, W, 3], sizes of the evaluated split's) that a probe
     cuts into tiles, segments and stitches, `per_round` of them in each round."""
 
     images: list[np.ndarray]

@@ -205,9 +205,9 @@ def predict(
     from unetq.predict import predict_images, recommended, run_tile_overlap
 
     if run is not None:
-        chosen = recommended(run)
+        chosen = recommended(run, threads)
         console.print(f"segmenting with {chosen.why}: {chosen.artifact}")
-        model, runtime = chosen.artifact, runtime or chosen.runtime
+        model, runtime, threads = chosen.artifact, runtime or chosen.runtime, chosen.threads
         background = chosen.background_class if background is None else background
         tile_overlap = chosen.tile_overlap if tile_overlap is None else tile_overlap
     elif tile_overlap is None:
