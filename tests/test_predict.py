@@ -176,3 +176,35 @@ def test_a_run_folder_predicts_with_its_recommended_variant(tiny, images, tmp_pa
     assert chosen.background_class == 0 and "tflite-fp32" in chosen.why
     result = predict_images(chosen.artifact, images, tmp_path / "out", chosen.runtime)
     assert len(result.written) == 2
+
+
+def test_ctrl_c_stops_predict_and_leaves_only_whole_files(tiny, tmp_path):
+    """A Ctrl-C after the third image: it propagates, queued work is dropped, and every file in
+    the output folder is a complete PNG (written atomically), none half-written."""
+    from unetq import predict
+
+    folder = tmp_path / "many"
+    folder.mkdir()
+    rng = np.random.default_rng(3)
+    for i in range(predict.READ_AHEAD + 6):
+        Image.fromarray(rng.integers(0, 255, (40, 40, 3), dtype=np.uint8)).save(folder / f"{i}.png")
+
+    class Interrupting:
+        done = 0
+
+        def add_task(self, *args, **kwargs):
+            return 0
+
+        def advance(self, task):
+            self.done += 1
+            if self.done == 3:
+                raise KeyboardInterrupt
+
+    model = tiny.run_dir / "models" / COMPRESSED / "tflite-fp32.tflite"
+    out = tmp_path / "out"
+    with pytest.raises(KeyboardInterrupt):
+        predict_images(model, folder, out, progress=Interrupting())
+    files = sorted(p.name for p in out.iterdir())
+    assert len(files) <= 2 * 3 and all(name.endswith(".png") for name in files)
+    for path in out.iterdir():
+        Image.open(path).load()  # a complete image
