@@ -115,6 +115,10 @@ class FakePredictor:
                 fh.write(f"{self.runtime}@{self.threads} {int(x[0, 0, 0, 0] * 255)}\\n")
         return np.repeat(x.mean(-1, keepdims=True), 3, -1)
 
+    def predict(self, images):
+        maps = [self.run(image[None].astype(np.float32) / 255)[0].argmax(-1) for image in images]
+        return np.stack(maps).astype(np.uint8)
+
 def load_predictor(runtime, artifact, threads=1, precision=None):
     return FakePredictor(runtime, artifact, threads, precision)
 """

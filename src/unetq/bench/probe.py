@@ -129,23 +129,17 @@ def time_whole_images(
     predictor: Any, images: list[np.ndarray], overlap: int, count: int, start: int = 0
 ) -> list[float]:
     """Tile mode, end to end: `count` whole uint8 images (cycling through `images` from
-    `start`), each cut into the predictor's tiles, every tile scaled to the model's input,
-    segmented and stitched back, as `unetq predict` does; ms each."""
-    from unetq.data.tiles import segment_by_tiles
-    from unetq.models import to_input
+    `start`), each segmented by `unetq predict`'s TiledPredictor (cut into tiles, a model call
+    per tile, stitched back); ms each."""
+    from unetq.runtimes import TiledPredictor
 
-    tile = int(predictor.input_hw[0])
-
-    def class_maps(tiles: np.ndarray) -> np.ndarray:
-        maps = [predictor.run(to_input(one[None]))[0].argmax(-1) for one in tiles]
-        return np.stack(maps).astype(np.uint8)
-
+    tiled = TiledPredictor(predictor, overlap)
     samples = []
     clock = time.perf_counter_ns
     for i in range(count):
         image = images[(start + i) % len(images)]
         t0 = clock()
-        segment_by_tiles(image, tile, overlap, class_maps)
+        tiled.predict([image])
         samples.append((clock() - t0) / 1e6)
     return samples
 
@@ -178,8 +172,9 @@ def _probe(args: argparse.Namespace) -> dict[str, Any]:
     if args.loader == DEFAULT_LOADER:  # another loader imports what it needs itself
         for module in RUNTIME_IMPORTS.get(args.runtime, ()):
             importlib.import_module(module)
-    if whole:
-        importlib.import_module("unetq.data.tiles")  # with the libraries, not the model
+    if whole:  # with the libraries, not the model
+        for module in ("unetq.runtimes", "unetq.data.tiles"):
+            importlib.import_module(module)
     loader = None if args.runtime == "none" else _load_callable(args.loader)
     # The baseline: after imports, with the high-water mark reset where the kernel allows it,
     # so a transient peak while importing does not hide the model's cost.

@@ -242,9 +242,8 @@ class BenchStage(Stage):
 
         session = uuid.uuid4().hex[:12]
         try:
-            jobs_todo = [job for _, job in todo]
             results = measure_interleaved(
-                jobs_todo,
+                [job for _, job in todo],
                 self.images,
                 rounds,
                 loader=self.loader,

@@ -144,9 +144,7 @@ class WholeImages:
         from unetq.data.tiles import tiles_per_image
 
         height, width = self.images[index % len(self.images)].shape[:2]
-        return tiles_per_image(
-            max(height, self.tile), max(width, self.tile), self.tile, self.overlap
-        )
+        return tiles_per_image(height, width, self.tile, self.overlap)
 
     def save(self, path: Path) -> Path:
         arrays = {f"image{i}": image for i, image in enumerate(self.images)}
