@@ -277,7 +277,13 @@ def config(**bench_cfg):
     return StudyConfig.model_validate(
         {
             "data": {"image_size": 16},
-            "bench": {"repeats": 3, "warmup": 1, "peaks": "off", **bench_cfg},
+            "bench": {
+                "repeats": 3,
+                "warmup": 1,
+                "peaks": "off",
+                "throughput_batches": [],
+                **bench_cfg,
+            },
         }
     )
 

@@ -69,6 +69,12 @@ def run_cli(*argvs: list[str]) -> tuple[list[int], list[str], str]:
             2,
             "give exactly one of --model or --run",
         ),
+        (
+            ["predict", "--images", "i", "--out", "o", "--model", "m", "--batch", "0"],
+            2,
+            "batch '0' is not a number of images >= 1 or 'async'",
+        ),
+        (["recommend", "--run", "r", "--objective", "fast"], 2, "'fast' is not latency or"),
     ],
 )
 def test_help_and_usage_errors_import_nothing_heavy(argv, code, says):

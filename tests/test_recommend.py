@@ -161,3 +161,50 @@ def test_tile_mode_names_the_whole_image_time_measured_end_to_end(tmp_path):
     assert "50.0 ms per whole test image of 10.0 tiles on average" in line  # 5 ms x 10 tiles
     assert "end to end, with cutting and stitching: 50.0 ms for images of 9.0 tiles" in line
     assert "against 45.0 ms as tiles" in line
+
+
+def test_throughput_objective_ranks_by_images_per_second_at_the_best_setting(tmp_path):
+    """Latency picks tflite-int8 (5 ms); over many images openvino-fp32 in batches of 8 gives
+    more images per second than tflite-int8, and is chosen for throughput (the accuracy budget
+    still rules out openvino-int8)."""
+    run = RunFolder(
+        run_with(tmp_path, rows=[*ROWS, ("openvino-fp32", "openvino", 6.0, 0.6, 4e6, 60)])
+    )
+    frame = pd.read_csv(run.average_csv)
+    throughput = {  # images/s, its 95% interval, setting, memory
+        "keras": (100.0, 95.0, 105.0, "batch 8", 30.0),
+        "tflite-fp16": (150.0, 140.0, 160.0, "batch 4", 20.0),
+        "tflite-int8": (250.0, 240.0, 260.0, "batch 1", 15.0),
+        "openvino-fp32": (400.0, 380.0, 420.0, "batch 8", 40.0),
+        "openvino-int8": (900.0, 850.0, 950.0, "async", 35.0),
+    }
+    at_all = frame.assign(threads=4)
+    for column, i in (
+        ("images_per_s", 0),
+        ("images_per_s_ci95_low", 1),
+        ("images_per_s_ci95_high", 2),
+        ("setting", 3),
+        ("model_memory_mb", 4),
+    ):
+        at_all[f"throughput_{column}"] = [
+            throughput.get(v, (None,) * 5)[i] for v in at_all["variant"]
+        ]
+    at_all["throughput_vs_keras"] = at_all["throughput_images_per_s"] / 100.0
+    pd.concat([frame, at_all]).to_csv(run.average_csv, index=False)
+
+    [latency] = recommend(run.root, Budgets(threads=4))
+    assert latency.chosen.variant == "tflite-int8"
+    [rec] = recommend(run.root, Budgets(threads=4, objective="throughput"))
+    assert rec.chosen.variant == "openvino-fp32" and rec.chosen.setting == "batch 8"
+    assert rec.chosen.images_per_s == 400.0 and rec.chosen.speedup == pytest.approx(4.0)
+    assert rec.chosen.memory_mb == 40.0
+    reasons = {c.variant: reason for c, reason in rec.others}
+    assert reasons["openvino-int8"].startswith("accuracy")
+    assert "tflite-int16x8" not in reasons  # not measured for throughput (a slow variant)
+    line = summary_lines(rec)[1]
+    assert "400.0 images/s [95% 380.0-420.0] at batch 8 at 4 thread(s), 4.00x keras" in line
+    assert summary_lines(rec)[0].endswith("100.0 images/s [95% 95.0-105.0] at batch 8")
+    with pytest.raises(UnetqError, match="not throughput-measured at 1 thread"):
+        recommend(run.root, Budgets(threads=1, objective="throughput"))
+    with pytest.raises(UnetqError, match="unknown objective"):
+        Budgets(objective="fast")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import tomllib
 from importlib import resources
 from pathlib import Path
-from typing import Any, Literal, get_args
+from typing import Annotated, Any, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
@@ -18,6 +18,7 @@ DatasetFormat = Literal["pets", "folder"]
 FormatOrAuto = Literal[DatasetFormat, "auto"]  # `unetq data check` detects the layout
 Split = Literal["train", "val", "test"]  # the split a study evaluates
 SplitProcedure = Literal["seed", "official"]  # how a dataset's pairs are split
+Objective = Literal["latency", "throughput"]  # what `unetq recommend` optimises
 
 
 def not_one_of(value: Any, allowed: Any) -> str | None:
@@ -134,6 +135,13 @@ class BenchConfig(_Strict):
     # this machine's peak multiply-add rates and bandwidth (bench.peaks), measured with the
     # latencies: "full", "tiny" (a seconds-long check for tests) or "off"
     peaks: Literal["full", "tiny", "off"] = "full"
+    # throughput at every usable core (bench.throughput): images per second over streams of
+    # `throughput_images` images a round, at each batch size, openvino also with asynchronous
+    # requests; [] turns it off
+    throughput_batches: list[Annotated[int, Field(ge=1)]] = [1, 4, 8]
+    throughput_images: int = Field(32, ge=1)
+    # None: the best model (highest keras fg IoU evaluated), or every model before evaluation
+    throughput_models: list[str] | None = None
 
 
 class RobustnessConfig(_Strict):

@@ -15,9 +15,8 @@ from unetq.config import tile_overlap
 from unetq.data import read_image
 from unetq.errors import UnetqError, first_line
 from unetq.fileio import atomic_path
-from unetq.models import to_input
 from unetq.runfolder import RunFolder, read_csv, read_json, run_of_artifact
-from unetq.runtimes import load_segmenter, usable_cores
+from unetq.runtimes import Setting, load_segmenter, usable_cores
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".gif", ".bmp", ".tif", ".tiff", ".webp", ".ppm"}
 OVERLAY_COLORS = np.array(
@@ -58,7 +57,7 @@ def run_tile_overlap(model: Path) -> int | None:
 
 @dataclass(frozen=True)
 class Chosen:
-    """What `unetq predict --run` segments with: the run's recommended variant."""
+    """What `unetq predict --run` segments with: the run's recommended variant and setting."""
 
     artifact: Path
     runtime: str
@@ -66,31 +65,46 @@ class Chosen:
     background_class: int
     tile_overlap: int | None
     why: str  # one line for the user
+    setting: Setting | None = None  # images per call (None: the runtime's own default)
 
 
 def recommended(run_dir: Path, threads: int | None = None) -> Chosen:
-    """The variant `unetq recommend` picks for the run's best model (the default budgets; keras
-    itself where nothing compressed is faster within them) at `threads` (default: every usable
-    core), or at the largest thread count the run measured below it (else its largest), with
-    the run's background class and tile overlap."""
+    """The variant `unetq recommend --objective throughput` picks for the run's best model (the
+    default budgets; keras itself where nothing compressed is faster within them), with the
+    setting that gave it, at `threads` (default: every usable core), or at the largest thread
+    count the run measured below it (else its largest); the latency recommendation where the
+    run has no throughput at that count. With the run's background class and tile overlap."""
     from unetq.recommend import Budgets, recommend
 
     run = RunFolder(run_dir)
-    threads = _measured_threads(run, threads or usable_cores())
-    [rec] = recommend(run_dir, Budgets(threads=threads))
+    threads = _measured_threads(run, threads or usable_cores(), throughput=True)
+    try:
+        [rec] = recommend(run_dir, Budgets(threads=threads, objective="throughput"))
+    except UnetqError:  # not measured for throughput (an older run, or turned off)
+        threads = _measured_threads(run, threads)
+        [rec] = recommend(run_dir, Budgets(threads=threads))
     pick = rec.chosen or rec.keras
+    setting = Setting.parse(pick.setting) if pick.setting else None
+    how = f" at {pick.setting}" if pick.setting else ""
     background = int(read_json(run.dataset).get("background_class", 0))
-    why = f"{rec.model_id} {pick.variant} on {pick.runtime}, recommended at {threads} thread(s)"
+    why = (
+        f"{rec.model_id} {pick.variant} on {pick.runtime}{how}, recommended for "
+        f"{rec.budgets.objective} at {threads} thread(s)"
+    )
     overlap = tile_overlap(run.load_config().data)
-    return Chosen(pick.artifact, pick.runtime, threads, background, overlap, why)
+    return Chosen(pick.artifact, pick.runtime, threads, background, overlap, why, setting)
 
 
-def _measured_threads(run: RunFolder, wanted: int) -> int:
-    """`wanted`, or the largest thread count the run's bench measured below it, else its
-    largest (a run benchmarked on another machine)."""
+def _measured_threads(run: RunFolder, wanted: int, throughput: bool = False) -> int:
+    """`wanted`, or the largest thread count the run's bench measured (for throughput) below
+    it, else its largest (a run benchmarked on another machine)."""
     average = read_csv(run.average_csv)
     if "threads" not in average:
         return wanted  # recommend says what is missing
+    if throughput:
+        if "throughput_images_per_s" not in average:
+            return wanted
+        average = average.dropna(subset=["throughput_images_per_s"])
     measured = sorted({int(t) for t in average["threads"].dropna()})
     if not measured or wanted in measured:
         return wanted
@@ -114,18 +128,25 @@ def predict_images(
     background_class: int = 0,
     progress=None,
     tile_overlap: int | None = None,
+    setting: Setting | None = None,
 ) -> PredictResult:
     """Write <stem>_mask.png (class ids) and <stem>_overlay.png for every readable image.
 
     Each image is resized to the model's input and its class map back to the image's size, or,
     with `tile_overlap` (tile mode), segmented at its own size by overlapping tiles. The model
     runs on `threads` cores (default: all) while the next images are decoded and the finished
-    ones written by other threads (PIL and numpy release the GIL while they work)."""
+    ones written by other threads (PIL and numpy release the GIL while they work). `setting`:
+    images (resize mode) or tiles (tile mode) per model call, or openvino's asynchronous
+    requests."""
     if not model.exists():
         raise UnetqError(f"model file not found: {model}")
     files = list_images(source)
     threads = threads or usable_cores()
-    segmenter = load_segmenter(runtime or default_runtime(model), model, threads, tile_overlap)
+    runtime = runtime or default_runtime(model)
+    segmenter = load_segmenter(runtime, model, threads, tile_overlap, setting)
+    # images go to the model together, `batch` of them (tile mode: their tiles, so that only
+    # the last call of `batch` images of tiles is a partial batch)
+    together = segmenter.batch
     out_dir.mkdir(parents=True, exist_ok=True)
     result = PredictResult(threads=threads)
     task = progress.add_task("predict", total=len(files)) if progress else None
@@ -136,21 +157,31 @@ def predict_images(
         ThreadPoolExecutor(2, "unetq-write") as writer,
     ):
         written: list[Future] = []
+        chunk: list[tuple[Path, np.ndarray]] = []
         try:
-            for path, image in _read_ahead(reader, files):
+            read = _read_ahead(reader, files, max(READ_AHEAD, 2 * together))
+            for n, (path, image) in enumerate(read, start=1):
+                skipped = True
                 if path.stem in stems:  # its outputs would overwrite the other image's
                     result.skipped.append((str(path), f"same name as {stems[path.stem].name}"))
                 elif isinstance(image, Exception):  # unreadable or not an image: skip it
                     result.skipped.append((str(path), first_line(image) or "unreadable"))
                 else:
                     stems[path.stem] = path
-                    mask = _timed_segment(segmenter, image, tile_overlap is not None, result)
-                    job = writer.submit(_write, out_dir, path, image, mask, background_class)
-                    written.append(job)
-                    result.written.append(str(path))
-                _check_done(written)
-                if progress:
+                    chunk.append((path, image))
+                    skipped = False
+                if progress and skipped:
                     progress.advance(task)
+                if chunk and (len(chunk) == together or n == len(files)):
+                    masks = _timed_segment(segmenter, [im for _, im in chunk], tile_overlap, result)
+                    for (done, image), mask in zip(chunk, masks, strict=True):
+                        job = writer.submit(_write, out_dir, done, image, mask, background_class)
+                        written.append(job)
+                        result.written.append(str(done))
+                    if progress:
+                        progress.advance(task, len(chunk))
+                    chunk = []
+                _check_done(written)
             for future in written:
                 future.result()  # a failed write (a full disk) ends the command here
         except BaseException:  # Ctrl-C or a failed write: drop the queued work, stop now
@@ -165,8 +196,9 @@ READ_AHEAD = 4  # images decoded ahead of the model
 WRITE_BEHIND = 8  # images whose masks and overlays may still be being written
 
 
-def _read_ahead(reader: ThreadPoolExecutor, files: list[Path]):
-    """(path, image or the exception reading it raised), in order, decoded ahead of the caller."""
+def _read_ahead(reader: ThreadPoolExecutor, files: list[Path], ahead: int = READ_AHEAD):
+    """(path, image or the exception reading it raised), in order, decoded `ahead` images
+    ahead of the caller."""
 
     def read(path: Path):
         try:
@@ -174,20 +206,24 @@ def _read_ahead(reader: ThreadPoolExecutor, files: list[Path]):
         except Exception as exc:
             return exc
 
-    pending = [(path, reader.submit(read, path)) for path in files[:READ_AHEAD]]
+    pending = [(path, reader.submit(read, path)) for path in files[:ahead]]
     for i in range(len(files)):
         path, future = pending.pop(0)
-        if i + READ_AHEAD < len(files):
-            ahead = files[i + READ_AHEAD]
-            pending.append((ahead, reader.submit(read, ahead)))
+        if i + ahead < len(files):
+            pending.append((files[i + ahead], reader.submit(read, files[i + ahead])))
         yield path, future.result()
 
 
-def _timed_segment(segmenter, image: np.ndarray, tiled: bool, result: PredictResult):
+def _timed_segment(segmenter, images: list[np.ndarray], tile_overlap, result: PredictResult):
+    """Class maps of `images` (one model call per batch); ms per image into `result`."""
     start = time.perf_counter_ns()
-    mask = segmenter.predict([image])[0] if tiled else _resized_prediction(segmenter, image)
-    result.ms_per_image.append((time.perf_counter_ns() - start) / 1e6)
-    return mask
+    if tile_overlap is not None:
+        masks = segmenter.predict(images)
+    else:
+        masks = _resized_predictions(segmenter, images)
+    ms = (time.perf_counter_ns() - start) / 1e6 / len(images)
+    result.ms_per_image += [ms] * len(images)
+    return masks
 
 
 def _write(out_dir: Path, path: Path, image: np.ndarray, mask: np.ndarray, background: int):
@@ -202,14 +238,17 @@ def _check_done(written: list[Future]) -> None:
         written.pop(0).result()
 
 
-def _resized_prediction(predictor, image: np.ndarray) -> np.ndarray:
-    """The class map of `image` resized to the model's input, resized back to its own size."""
+def _resized_predictions(predictor, images: list[np.ndarray]) -> list[np.ndarray]:
+    """The class map of each image resized to the model's input, resized back to its size."""
     height, width = predictor.input_hw
-    resized = np.asarray(Image.fromarray(image).resize((width, height), Image.BILINEAR))
-    classes = np.argmax(predictor.run(to_input(resized[None]))[0], axis=-1).astype(np.uint8)
-    return np.asarray(
-        Image.fromarray(classes).resize((image.shape[1], image.shape[0]), Image.NEAREST)
+    resized = np.stack(
+        [np.asarray(Image.fromarray(im).resize((width, height), Image.BILINEAR)) for im in images]
     )
+    classes = predictor.predict(resized)
+    return [
+        np.asarray(Image.fromarray(c).resize((im.shape[1], im.shape[0]), Image.NEAREST))
+        for c, im in zip(classes, images, strict=True)
+    ]
 
 
 def overlay(image: np.ndarray, mask: np.ndarray, background_class: int) -> np.ndarray:
@@ -223,6 +262,11 @@ def overlay(image: np.ndarray, mask: np.ndarray, background_class: int) -> np.nd
     return out.astype(np.uint8)
 
 
+# zlib level 1: overlays are written 3x faster than at PNG's default 6, about a fifth larger
+# (measured: docs/MEASURED.md); the writing would otherwise take more of the cores than the model
+PNG_LEVEL = 1
+
+
 def _save_png(path: Path, array: np.ndarray) -> None:
     with atomic_path(path) as tmp:
-        Image.fromarray(array).save(tmp, format="PNG")
+        Image.fromarray(array).save(tmp, format="PNG", compress_level=PNG_LEVEL)

@@ -9,23 +9,42 @@ first section uses the same function.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import get_args
 
 import pandas as pd
 
+from unetq.config import Objective
 from unetq.errors import UnetqError
 from unetq.runfolder import RunFolder, read_csv, read_json
 
 DEFAULT_MAX_IOU_DROP = 0.5  # points of foreground IoU
 
 
+OBJECTIVES = get_args(Objective)
+
+
 @dataclass(frozen=True)
 class Budgets:
     max_iou_drop: float = DEFAULT_MAX_IOU_DROP  # points of fg IoU below keras
-    max_ms: float | None = None  # median latency per image at `threads`
+    max_ms: float | None = None  # median latency per image at `threads` (throughput: ms per
+    # image in the stream, 1000 / images per second)
     max_mb: float | None = None  # artifact size on disk (MB)
     threads: int = 1
+    # latency: the shortest median time of one image alone; throughput: the most images per
+    # second over a stream, each variant at its best setting (batch size, asynchronous requests)
+    objective: str = "latency"
+
+    def __post_init__(self) -> None:
+        if self.objective not in OBJECTIVES:
+            raise UnetqError(
+                f"unknown objective '{self.objective}' (choose from {', '.join(OBJECTIVES)})"
+            )
+
+    @property
+    def throughput(self) -> bool:
+        return self.objective == "throughput"
 
     def describe(self) -> str:
         parts = [f"fg IoU at most {self.max_iou_drop:g} points below keras"]
@@ -33,7 +52,7 @@ class Budgets:
             parts.append(f"at most {self.max_ms:g} ms per image")
         if self.max_mb is not None:
             parts.append(f"at most {self.max_mb:g} MB")
-        return f"{', '.join(parts)}, {self.threads} thread(s)"
+        return f"{', '.join(parts)}, {self.threads} thread(s), for {self.objective}"
 
 
 @dataclass(frozen=True)
@@ -57,6 +76,11 @@ class Candidate:
     speedup_ci: tuple[float, float] = (math.nan, math.nan)
     whole_ms: float = math.nan  # tile mode: mean ms per whole image timed end to end
     whole_tiles: float = math.nan  # the mean tile count of those images
+    # objective throughput: the best setting ("batch 8", "async") and its images per second;
+    # latency_ms is then 1000 / images_per_s and speedup is over keras' best setting
+    setting: str = ""
+    images_per_s: float = math.nan
+    images_per_s_ci: tuple[float, float] = (math.nan, math.nan)
 
     def same_speed_as(self, other: Candidate) -> bool:
         """Whether the two medians' intervals overlap: the data cannot tell which is faster."""
@@ -119,18 +143,23 @@ def _recommend_one(
     run: RunFolder, average, model_id: str, budgets: Budgets, tiles: float | None
 ) -> Recommendation:
     rows = average[average["model_id"].astype(str) == model_id]
+    if budgets.throughput:
+        measured_col = "throughput_images_per_s"
+        rows = rows[rows[measured_col].notna()] if measured_col in rows else rows.iloc[0:0]
     timed = rows[rows["threads"] == budgets.threads] if "threads" in rows else rows.iloc[0:0]
     if timed.empty:
+        what = "throughput-measured" if budgets.throughput else "benchmarked"
         measured = sorted({int(t) for t in rows.get("threads", pd.Series()).dropna()})
         raise UnetqError(
-            f"{model_id} was not benchmarked at {budgets.threads} thread(s) "
+            f"{model_id} was not {what} at {budgets.threads} thread(s) "
             f"(measured: {', '.join(map(str, measured)) or 'none'}; run `unetq bench`)"
         )
     keras_rows = timed[(timed["variant"] == "keras") & (timed["runtime"] == "keras")]
     if keras_rows.empty:
         raise UnetqError(f"{model_id} has no keras row to compare with at {budgets.threads} t")
-    keras = _candidate(run, keras_rows.iloc[0], keras_rows.iloc[0])
-    candidates = [_candidate(run, row, keras_rows.iloc[0]) for _, row in timed.iterrows()]
+    as_candidate = _throughput_candidate if budgets.throughput else _candidate
+    keras = as_candidate(run, keras_rows.iloc[0], keras_rows.iloc[0])
+    candidates = [as_candidate(run, row, keras_rows.iloc[0]) for _, row in timed.iterrows()]
     candidates = [c for c in candidates if (c.variant, c.runtime) != ("keras", "keras")]
     full = max((c.images for c in candidates), default=keras.images)
     ranked = sorted(candidates, key=lambda c: (math.isnan(c.latency_ms), c.latency_ms))
@@ -199,6 +228,32 @@ def _candidate(run: RunFolder, row: pd.Series, keras: pd.Series) -> Candidate:
     )
 
 
+def _throughput_candidate(run: RunFolder, row: pd.Series, keras: pd.Series) -> Candidate:
+    """A candidate ranked by images per second at its best setting: its "latency" is the ms per
+    image of the stream, so the ranking and the ties work as for latency."""
+    latency = _candidate(run, row, keras)
+    ips = float(row["throughput_images_per_s"])
+    low = float(row.get("throughput_images_per_s_ci95_low", math.nan))
+    high = float(row.get("throughput_images_per_s_ci95_high", math.nan))
+    ratio = float(row.get("throughput_vs_keras", math.nan))
+    ratio_ci = (
+        float(row.get("throughput_vs_keras_ci95_low", math.nan)),
+        float(row.get("throughput_vs_keras_ci95_high", math.nan)),
+    )
+    return replace(
+        latency,
+        latency_ms=1000.0 / ips,
+        latency_ci=(1000.0 / high, 1000.0 / low),
+        speedup=ratio,
+        speedup_ci=ratio_ci,
+        memory_mb=float(row.get("throughput_model_memory_mb", math.nan)),
+        whole_ms=math.nan,
+        setting=str(row.get("throughput_setting", "")),
+        images_per_s=ips,
+        images_per_s_ci=(low, high),
+    )
+
+
 def _count(value) -> int:
     try:
         number = float(value)
@@ -212,22 +267,23 @@ def summary_lines(rec: Recommendation) -> list[str]:
     k, budgets = rec.keras, rec.budgets
     measured = not math.isnan(k.fg_iou)
     accuracy = f"keras fg IoU {k.fg_iou:.3f}" if measured else "accuracy not measured (no dataset)"
-    unit = "per image" if rec.tiles_per_image is None else "per tile"
-    head = f"{rec.model_id}: {accuracy}, {k.latency_ms:.2f} ms {unit}"
+    tiled = rec.tiles_per_image is not None
+    head = f"{rec.model_id}: {accuracy}, {_speed(k, tiled, budgets.throughput)}"
     if rec.chosen is None:
         return [head, f"no variant is faster than keras within the budgets ({budgets.describe()})"]
     c = rec.chosen
     cost = f"fg IoU {c.fg_iou:.3f} ({-c.iou_drop:+.2f} points)" if measured else "accuracy unknown"
+    whole = "" if budgets.throughput else _whole_image(c, rec.tiles_per_image)
     lines = [
         head,
-        f"ship {c.variant} on {c.runtime} ({c.precision}): {_ms(c)} {unit}"
-        f"{_whole_image(c, rec.tiles_per_image)} at "
-        f"{budgets.threads} thread(s), {_x(c)} keras; {c.size_mb:.2f} MB "
+        f"ship {c.variant} on {c.runtime} ({c.precision}): {_speed(c, tiled, budgets.throughput)}"
+        f"{whole} at {budgets.threads} thread(s), {_x(c)} keras; {c.size_mb:.2f} MB "
         f"({c.size_ratio:.2f}x keras); {c.memory_mb:.0f} MB memory (keras {k.memory_mb:.0f}); "
         f"{cost}",
     ]
     if rec.tied:
-        names = ", ".join(f"{t.variant} on {t.runtime} ({_ms(t)})" for t in rec.tied)
+        speed = (lambda t: _ips(t, tiled)) if budgets.throughput else _ms
+        names = ", ".join(f"{t.variant} on {t.runtime} ({speed(t)})" for t in rec.tied)
         lines.append(
             f"as fast within the noise: {names}; chosen for the smaller accuracy loss, then size"
         )
@@ -239,11 +295,33 @@ def summary_lines(rec: Recommendation) -> list[str]:
 
 
 def other_lines(rec: Recommendation) -> list[str]:
-    """One line per other candidate, fastest first: its latency and why it was not chosen."""
+    """One line per other candidate, fastest first: its latency (or images per second and
+    setting) and why it was not chosen."""
+    if rec.budgets.throughput:
+        unit = "images/s" if rec.tiles_per_image is None else "tiles/s"
+        return [
+            f"  {c.variant + ' on ' + c.runtime:36s} {c.images_per_s:8.1f} {unit} "
+            f"({c.setting})  {_verdict(rec, c, reason)}"
+            for c, reason in rec.others
+        ]
     return [
         f"  {c.variant + ' on ' + c.runtime:36s} {c.latency_ms:8.2f} ms  {_verdict(rec, c, reason)}"
         for c, reason in rec.others
     ]
+
+
+def _speed(c: Candidate, tiled: bool, throughput: bool) -> str:
+    if throughput:
+        return _ips(c, tiled)
+    return f"{_ms(c)} {'per tile' if tiled else 'per image'}"
+
+
+def _ips(c: Candidate, tiled: bool) -> str:
+    """'812.3 images/s [95% 790.1-840.0] at batch 8' (tiles in tile mode)."""
+    lo, hi = c.images_per_s_ci
+    unit = "tiles/s" if tiled else "images/s"
+    interval = "" if math.isnan(lo) or math.isnan(hi) else f" [95% {lo:.1f}-{hi:.1f}]"
+    return f"{c.images_per_s:.1f} {unit}{interval} at {c.setting}"
 
 
 def _verdict(rec: Recommendation, c: Candidate, reason: str) -> str:

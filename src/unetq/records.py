@@ -187,3 +187,28 @@ class BenchRecord:
     whole_images_timed: int | None = None
     whole_image_ms_mean: float | None = None
     whole_image_tiles_mean: float | None = None
+
+
+@dataclass
+class ThroughputRecord:
+    """One (model, variant, runtime, threads, setting) measured over streams of images
+    (bench.throughput): images per second at every usable core, rounds like the latency's."""
+
+    model_id: str
+    variant: str
+    runtime: str
+    threads: int
+    setting: str  # "batch N" (N images per call) or "async" (openvino's asynchronous requests)
+    batch: int  # images per call, or asynchronous requests in flight
+    precision: str
+    images_per_round: int
+    rounds: int
+    images_per_s: float  # 1000 / the median over rounds of ms per image
+    images_per_s_ci95_low: float | None
+    images_per_s_ci95_high: float | None
+    ms_per_image_rounds: list[float | None]  # each round's ms per image (pairs with keras')
+    peak_rss_mb: float | None = None
+    model_memory_mb: float | None = None  # at this setting: peak minus after imports
+    load_average_1m: float | None = None
+    session: str | None = None
+    error: str | None = None  # why the setting could not run (its figures are then empty)

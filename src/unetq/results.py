@@ -210,6 +210,83 @@ def read_bench_records(run: RunFolder) -> list[dict[str, Any]]:
     return rows
 
 
+def best_model_id(run: RunFolder) -> str | None:
+    """The model whose keras variant has the highest mean fg IoU in the evaluation (the one
+    `unetq recommend` speaks of); None before any evaluation."""
+    frame = read_individual_results(run.individual_csv)
+    if frame.empty or "fg_iou" not in frame:
+        return None
+    keras = frame[(frame["variant"] == "keras") & frame["model_id"].isin(run.model_ids())]
+    means = keras.groupby("model_id")["fg_iou"].mean().dropna()
+    return str(means.idxmax()) if not means.empty else None
+
+
+def read_throughput(run: RunFolder) -> pd.DataFrame:
+    """ThroughputRecords of the run's part files (models still in the run), every setting, with
+    `vs_keras`: images per second over keras' best setting at the same model and threads,
+    paired round by round where they took turns in the same rounds."""
+    models = set(run.model_ids())
+    rows = [
+        record
+        for path in run.throughput_parts()
+        if path.parent.name in models and isinstance(record := read_json(path).get("record"), dict)
+    ]
+    if not rows:
+        return pd.DataFrame()
+    tp = pd.DataFrame(rows)
+    best = _best_settings(tp)
+    keras = best[(best["variant"] == "keras") & (best["runtime"] == "keras")]
+    keras = {(r.model_id, r.threads): r for r in keras.itertuples()}
+    ratios, lows, highs = [], [], []
+    for r in tp.itertuples():
+        k = keras.get((r.model_id, r.threads))
+        ratio = interval = None
+        if k is not None and r.session is not None and k.session == r.session:
+            ratio = paired_ratio(k.ms_per_image_rounds, r.ms_per_image_rounds)
+            interval = paired_ratio_interval(k.ms_per_image_rounds, r.ms_per_image_rounds)
+        elif k is not None:
+            ratio = r.images_per_s / k.images_per_s
+        ratios.append(np.nan if ratio is None else ratio)
+        lows.append(np.nan if interval is None else interval[0])
+        highs.append(np.nan if interval is None else interval[1])
+    return tp.assign(vs_keras=ratios, vs_keras_ci95_low=lows, vs_keras_ci95_high=highs)
+
+
+def _best_settings(tp: pd.DataFrame) -> pd.DataFrame:
+    """Per (model, variant, runtime, threads), the row of the setting with most images/s."""
+    ok = tp[tp["images_per_s"].notna()]
+    if ok.empty:
+        return ok
+    return ok.loc[ok.groupby([*KEYS, "threads"])["images_per_s"].idxmax()]
+
+
+THROUGHPUT_COLUMNS = [
+    "setting", "batch", "images_per_s", "images_per_s_ci95_low", "images_per_s_ci95_high",
+    "vs_keras", "vs_keras_ci95_low", "vs_keras_ci95_high", "model_memory_mb",
+]  # fmt: skip
+
+
+def add_throughput(df: pd.DataFrame, tp: pd.DataFrame) -> pd.DataFrame:
+    """The best setting of each (model, variant, runtime, threads) as `throughput_*` columns."""
+    if tp.empty or "threads" not in df:
+        return df
+    best = _best_settings(tp)[[*KEYS, "threads", *THROUGHPUT_COLUMNS]]
+    best = best.rename(columns={c: f"throughput_{c}" for c in THROUGHPUT_COLUMNS})
+    best["threads"] = best["threads"].astype(float)
+    return df.assign(threads=df["threads"].astype(float)).merge(
+        best, on=[*KEYS, "threads"], how="outer"
+    )
+
+
+def write_throughput_results(run: RunFolder, tp: pd.DataFrame) -> None:
+    """throughput_results.csv: every measured setting, in the average CSV's row order."""
+    if tp.empty:
+        return
+    tp = sort_rows(tp.drop(columns=["ms_per_image_rounds", "session"], errors="ignore"))
+    with atomic_path(run.throughput_csv) as tmp:
+        tp.to_csv(tmp, index=False)
+
+
 def write_average_results(run_dir: Path) -> Path:
     """Merge accuracy (individual CSV) and bench parts into model_performance_average_results.csv.
 
@@ -230,6 +307,9 @@ def write_average_results(run_dir: Path) -> Path:
         df = bench.merge(acc, on=KEYS, how="outer")
     df = _fill_sizes(df, run)
     df = add_speedup(df)
+    throughput = read_throughput(run)
+    write_throughput_results(run, throughput)
+    df = add_throughput(df, throughput)
     df = add_image_latency(df, read_json(run.dataset).get("tiles_per_image"))
     df = add_limits(df, run)
     df = sort_rows(df)

@@ -8,8 +8,8 @@ runs/<study>/
   models/.train/<run_id>/           training resume state
   trained_models_info.csv  compressed_models_info.csv
   model_performance_individual_results.csv  model_performance_average_results.csv
-  robustness.csv  report/index.html  report/panel.png
-  .eval/<model_id>/  .bench/<model_id>/  .robustness/   part files of unfinished steps
+  throughput_results.csv  robustness.csv  report/index.html  report/panel.png
+  .eval/<model_id>/  .bench/<model_id>/  .throughput/<model_id>/  .robustness/   part files
   .lock                             held by the one process working here (its pid, host, command)
   cross/<name>/                     the run's models on another dataset (same names inside)
 ```
@@ -158,6 +158,10 @@ class RunFolder:
         return self.root / AVERAGE_CSV
 
     @property
+    def throughput_csv(self) -> Path:
+        return self.root / "throughput_results.csv"
+
+    @property
     def robustness_csv(self) -> Path:
         return self.root / ROBUSTNESS_CSV
 
@@ -227,6 +231,15 @@ class RunFolder:
 
     def bench_parts(self) -> list[Path]:
         return sorted((self.root / ".bench").glob("*/*.json"))
+
+    def throughput_part(
+        self, model_id: str, variant: str, runtime: str, threads: int, setting: str
+    ) -> Path:
+        name = f"{variant}@{runtime}@t{threads}@{setting.replace(' ', '')}.json"
+        return self.root / ".throughput" / model_id / name
+
+    def throughput_parts(self) -> list[Path]:
+        return sorted((self.root / ".throughput").glob("*/*.json"))
 
     def robustness_part(self, condition: str, severity: int) -> Path:
         return self.root / ".robustness" / f"{condition}-{severity}.csv"

@@ -12,6 +12,7 @@ import os
 import sys
 import zipfile
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -46,6 +47,7 @@ class Predictor:
     precision: str = ""
     input_hw: tuple[int, int] = (0, 0)
     num_classes: int = 0
+    batch: int = 1  # images per `run_batch` call: the throughput setting (1: one at a time)
 
     def run(self, x: np.ndarray) -> np.ndarray:
         """float32 [1, H, W, 3] in [0, 1] -> float32 [1, H, W, C]: set input, invoke, read output.
@@ -53,21 +55,36 @@ class Predictor:
         The call that benchmarks time."""
         raise NotImplementedError
 
+    def run_batch(self, x: np.ndarray) -> np.ndarray:
+        """float32 [K, H, W, 3] (K <= batch) -> float32 [K, H, W, C]: the call throughput is
+        measured on. Runtimes with a batch dimension or asynchronous requests override it."""
+        return np.concatenate([self.run(x[i : i + 1]) for i in range(len(x))])
+
     def predict_proba(self, images: np.ndarray) -> np.ndarray:
-        """uint8 [N, H, W, 3] -> float32 [N, H, W, C] class probabilities, one image per call."""
+        """uint8 [N, H, W, 3] -> float32 [N, H, W, C] class probabilities, `batch` per call."""
         images = self._check_images(images)
         out = np.empty((len(images), *self.input_hw, self.num_classes), np.float32)
-        for i in range(len(images)):
-            out[i] = self.run(to_input(images[i : i + 1]))[0]
+        for i in range(0, len(images), self.batch):
+            out[i : i + self.batch] = self._call(to_input(images[i : i + self.batch]))
         return out
 
     def predict(self, images: np.ndarray) -> np.ndarray:
         """uint8 [N, H, W, 3] -> uint8 [N, H, W] class maps."""
         images = self._check_images(images)
         maps = np.empty((len(images), *self.input_hw), np.uint8)
-        for i in range(len(images)):
-            maps[i] = self.run(to_input(images[i : i + 1]))[0].argmax(-1)
+        for i in range(0, len(images), self.batch):
+            maps[i : i + self.batch] = self._call(to_input(images[i : i + self.batch])).argmax(-1)
         return maps
+
+    def _call(self, x: np.ndarray) -> np.ndarray:
+        return self.run(x) if len(x) == 1 and self.batch == 1 else self.run_batch(x)
+
+    def _run_padded(self, x: np.ndarray) -> np.ndarray:
+        """`run` on a fixed batch dimension: a partial batch padded with zeros, then dropped."""
+        count = len(x)
+        if count < self.batch:
+            x = np.concatenate([x, np.zeros((self.batch - count, *x.shape[1:]), x.dtype)])
+        return self.run(x)[:count]
 
     def _check_images(self, images: np.ndarray) -> np.ndarray:
         images = np.asarray(images)
@@ -106,14 +123,17 @@ class TiledPredictor:
         self.num_classes = inner.num_classes
         self.input_hw = None  # any size
 
-    def predict(self, images: list[np.ndarray]) -> list[np.ndarray]:
-        """uint8 images [H, W, 3] of any sizes -> uint8 class maps [H, W], one per image."""
-        # here, not at the top: the benchmark probe imports this module and must stay lean
-        from unetq.data.tiles import segment_by_tiles
+    @property
+    def batch(self) -> int:
+        return self.inner.batch
 
-        return [
-            segment_by_tiles(image, self.tile, self.overlap, self.inner.predict) for image in images
-        ]
+    def predict(self, images: list[np.ndarray]) -> list[np.ndarray]:
+        """uint8 images [H, W, 3] of any sizes -> uint8 class maps [H, W], one per image; the
+        tiles of all of them go to the model together (in calls of its batch)."""
+        # here, not at the top: the benchmark probe imports this module and must stay lean
+        from unetq.data.tiles import segment_images_by_tiles
+
+        return segment_images_by_tiles(images, self.tile, self.overlap, self.inner.predict)
 
 
 def _require_file(artifact: Path) -> Path:
@@ -232,6 +252,7 @@ class KerasPredictor(Predictor):
         threads: int = 1,
         precision: str | None = None,
         input_hw: tuple[int, int] | None = None,
+        batch: int | None = None,
     ):
         if precision not in (None, "fp32"):
             raise UnetqError(f"runtime keras runs fp32 only, not precision '{precision}'")
@@ -257,22 +278,13 @@ class KerasPredictor(Predictor):
             input_signature=[tf.TensorSpec([None, *self.input_hw, 3], tf.float32)],
         )
         self._tf = tf
+        self.batch = batch or 8  # evaluate and predict: 8 images per graph call unless told
 
     def run(self, x: np.ndarray) -> np.ndarray:
         return self._one(self._tf.constant(x, self._tf.float32)).numpy()
 
-    def predict_proba(self, images: np.ndarray, batch_size: int = 8) -> np.ndarray:
-        images = self._check_images(images)
-        parts = [
-            self._batch(to_input(images[i : i + batch_size])).numpy()
-            for i in range(0, len(images), batch_size)
-        ]
-        if not parts:
-            return np.empty((0, *self.input_hw, self.num_classes), np.float32)
-        return np.concatenate(parts).astype(np.float32, copy=False)
-
-    def predict(self, images: np.ndarray, batch_size: int = 8) -> np.ndarray:
-        return self.predict_proba(images, batch_size).argmax(-1).astype(np.uint8)
+    def run_batch(self, x: np.ndarray) -> np.ndarray:
+        return self._batch(self._tf.constant(x, self._tf.float32)).numpy()
 
 
 # ----------------------------------------------------------------------------- litert
@@ -366,7 +378,9 @@ class LiteRTPredictor(Predictor):
 
     runtime = "litert"
 
-    def __init__(self, artifact: Path, threads: int = 1, precision: str | None = None, **_):
+    def __init__(
+        self, artifact: Path, threads: int = 1, precision: str | None = None, batch: int = 1, **_
+    ):
         self.artifact = _require_file(Path(artifact))
         self.threads = int(threads)
         self.interp = open_interpreter(self.artifact, threads=self.threads)
@@ -389,6 +403,22 @@ class LiteRTPredictor(Predictor):
         if self._in_dtype.kind in "iu":
             info = np.iinfo(self._in_dtype)
             self._in_range = (info.min, info.max)
+        if batch > 1:
+            self._resize(batch)
+
+    def _resize(self, batch: int) -> None:
+        """A batch dimension of `batch` images per invoke (XNNPACK runs them in one call)."""
+        try:
+            with native_stderr_quiet():
+                self.interp.resize_tensor_input(self._in_index, [batch, *self.input_hw, 3])
+                self.interp.allocate_tensors()
+        except Exception as exc:
+            reason = first_line(exc)
+            raise ModelError(f"{self.artifact}: cannot run batches of {batch}: {reason}") from None
+        self.batch = batch
+
+    def run_batch(self, x: np.ndarray) -> np.ndarray:
+        return self._run_padded(x)
 
     def run(self, x: np.ndarray) -> np.ndarray:
         if self._in_dtype.kind in "iu":  # integer IO: real = scale * (q - zero_point)
@@ -412,16 +442,27 @@ class LiteRTPredictor(Predictor):
 class OpenVINOPredictor(Predictor):
     """OpenVINO's CPU plugin on an IR (`.xml` + `.bin`, e.g. openvino-fp32), one InferRequest.
 
-    A dynamic batch dimension is fixed to 1 (the call unetq times); height and width must be
-    static. `precision` is an INFERENCE_PRECISION_HINT ('f32'/'fp32' or 'bf16') for the float parts;
-    without it the plugin chooses (bf16 on CPUs with native bf16). The precision recorded is the
-    one the compiled model reports, as 'fp32', 'bf16' or 'fp16', prefixed by 'int8+' for a
-    quantized model.
+    The batch dimension is fixed to `batch` (1: the call unetq times); height and width must be
+    static. `asynchronous`: compiled with the THROUGHPUT hint instead of LATENCY, images go to
+    as many asynchronous requests as the plugin finds best (its streams run them side by side),
+    and `batch` becomes that request count. `precision` is an INFERENCE_PRECISION_HINT
+    ('f32'/'fp32' or 'bf16') for the float parts; without it the plugin chooses (bf16 on CPUs
+    with native bf16). The precision recorded is the one the compiled model reports, as 'fp32',
+    'bf16' or 'fp16', prefixed by 'int8+' for a quantized model.
     """
 
     runtime = "openvino"
+    queue = None  # asynchronous: the AsyncInferQueue
 
-    def __init__(self, artifact: Path, threads: int = 1, precision: str | None = None, **_):
+    def __init__(
+        self,
+        artifact: Path,
+        threads: int = 1,
+        precision: str | None = None,
+        batch: int = 1,
+        asynchronous: bool = False,
+        **_,
+    ):
         self.artifact = _require_file(Path(artifact))
         if self.artifact.suffix != ".xml":
             raise ModelError(
@@ -434,14 +475,29 @@ class OpenVINOPredictor(Predictor):
             model = ov.Core().read_model(str(self.artifact))
         except Exception as exc:
             raise ModelError(f"OpenVINO cannot read {self.artifact}: {ov_reason(exc)}") from None
-        self._compile(ov, model, threads, _ov_hint(precision))
+        if asynchronous and batch != 1:
+            raise UnetqError("openvino: asynchronous requests take one image each (batch 1)")
+        self._compile(ov, model, threads, _ov_hint(precision), batch, asynchronous)
 
-    def _compile(self, ov, model, threads: int, hint: str | None) -> None:
+    def _compile(
+        self, ov, model, threads: int, hint: str | None, batch: int = 1, asynchronous=False
+    ) -> None:
         if len(model.inputs) != 1 or len(model.outputs) != 1:
             raise ModelError(f"{self.artifact}: expected one input and one output")
         ipart = model.inputs[0].get_partial_shape()
-        if ipart.rank.is_static and ipart.rank.get_length() == 4 and ipart[0].is_dynamic:
-            model.reshape([1, *(d.get_length() if d.is_static else -1 for d in list(ipart)[1:])])
+        if (
+            ipart.rank.is_static
+            and ipart.rank.get_length() == 4
+            and (ipart[0].is_dynamic or batch > 1)
+        ):
+            rest = (d.get_length() if d.is_static else -1 for d in list(ipart)[1:])
+            try:
+                model.reshape([batch, *rest])
+            except Exception as exc:
+                reason = ov_reason(exc)
+                raise ModelError(
+                    f"{self.artifact}: cannot run batches of {batch}: {reason}"
+                ) from None
         ipart, opart = model.inputs[0].get_partial_shape(), model.outputs[0].get_partial_shape()
         if not (ipart.is_static and opart.is_static):
             raise ModelError(f"{self.artifact}: openvino needs a static [1, H, W, 3] input shape")
@@ -450,7 +506,7 @@ class OpenVINOPredictor(Predictor):
             raise ModelError(f"{self.artifact}: openvino needs a float32 [1, H, W, 3] input")
         config: dict[str, object] = {
             "INFERENCE_NUM_THREADS": int(threads),
-            "PERFORMANCE_HINT": "LATENCY",
+            "PERFORMANCE_HINT": "THROUGHPUT" if asynchronous else "LATENCY",
         }
         if hint:
             config["INFERENCE_PRECISION_HINT"] = hint
@@ -466,12 +522,31 @@ class OpenVINOPredictor(Predictor):
         self.input_hw = (int(ishape[1]), int(ishape[2]))
         self.num_classes = int(oshape[-1])
         self.request = self.compiled.create_infer_request()
+        self.batch = int(ishape[0])
+        if asynchronous:
+            requests = int(self.compiled.get_property("OPTIMAL_NUMBER_OF_INFER_REQUESTS"))
+            self.queue = ov.AsyncInferQueue(self.compiled, requests)
+            self.batch = requests
         self._ov = ov
 
     def run(self, x: np.ndarray) -> np.ndarray:
         self.request.set_input_tensor(self._ov.Tensor(np.ascontiguousarray(x, np.float32)))
         self.request.infer()
         return self.request.get_output_tensor().data.astype(np.float32, copy=True)
+
+    def run_batch(self, x: np.ndarray) -> np.ndarray:
+        if self.queue is None:
+            return self._run_padded(x)
+        out = np.empty((len(x), *self.input_hw, self.num_classes), np.float32)
+
+        def done(request, index: int) -> None:
+            out[index] = request.get_output_tensor().data[0]
+
+        self.queue.set_callback(done)
+        for i in range(len(x)):
+            self.queue.start_async(np.ascontiguousarray(x[i : i + 1], np.float32), i)
+        self.queue.wait_all()
+        return out
 
 
 def _ov_hint(precision: str | None) -> str | None:
@@ -499,6 +574,39 @@ RUNTIMES: dict[str, Callable[..., Predictor]] = {
 }
 
 
+@dataclass(frozen=True)
+class Setting:
+    """How a predictor is called over many images: `batch` images per call, or (openvino)
+    asynchronous requests with the THROUGHPUT hint, as many as the plugin finds best."""
+
+    batch: int = 1
+    asynchronous: bool = False
+
+    @classmethod
+    def parse(cls, text: str | int) -> Setting:
+        """'4' / 'batch 4' -> batch 4; 'async' -> asynchronous requests."""
+        words = str(text).strip().lower().removeprefix("batch").strip()
+        if words == "async":
+            return cls(1, True)
+        if not words.isdigit() or int(words) < 1:
+            raise UnetqError(f"batch '{text}' is not a number of images >= 1 or 'async'")
+        return cls(int(words))
+
+    @property
+    def name(self) -> str:
+        return "async" if self.asynchronous else f"batch {self.batch}"
+
+    def options(self) -> dict[str, object]:
+        """The loader's keyword arguments (none for one image at a time)."""
+        if self.asynchronous:
+            return {"asynchronous": True}
+        return {"batch": self.batch} if self.batch != 1 else {}
+
+    def check(self, runtime: str) -> None:
+        if self.asynchronous and runtime != "openvino":
+            raise UnetqError(f"asynchronous requests are openvino's; {runtime} takes a batch size")
+
+
 def load_predictor(
     runtime: str,
     artifact: Path,
@@ -507,7 +615,7 @@ def load_predictor(
     **options,
 ) -> Predictor:
     """Load `artifact` for `runtime` with `threads` threads. Options: input_hw (keras only,
-    for models whose input size is not fixed)."""
+    for models whose input size is not fixed), batch, asynchronous (see Setting)."""
     if runtime not in RUNTIMES:
         raise UnetqError(f"unknown runtime '{runtime}' (choose from {', '.join(RUNTIMES)})")
     if int(threads) < 1:
@@ -516,9 +624,17 @@ def load_predictor(
 
 
 def load_segmenter(
-    runtime: str, artifact: Path, threads: int = 1, tile_overlap: int | None = None
+    runtime: str,
+    artifact: Path,
+    threads: int = 1,
+    tile_overlap: int | None = None,
+    setting: Setting | None = None,
 ) -> Predictor | TiledPredictor:
     """A predictor of whole images: as loaded (resize mode), or by overlapping tiles when
-    `tile_overlap` is given (tile mode)."""
-    predictor = load_predictor(runtime, artifact, threads=threads)
+    `tile_overlap` is given (tile mode); `setting` for many images per call."""
+    options = {}
+    if setting is not None:
+        setting.check(runtime)
+        options = setting.options()
+    predictor = load_predictor(runtime, artifact, threads=threads, **options)
     return predictor if tile_overlap is None else TiledPredictor(predictor, tile_overlap)

@@ -97,6 +97,7 @@ class ProbeResult:
     # of each timed image
     whole_image_ms: list[float] = field(default_factory=list)
     whole_image_tiles: list[int] = field(default_factory=list)
+    batch: int = 1  # images per call (asynchronous requests in flight) of a throughput setting
 
 
 def time_predictor(predictor: Any, images: np.ndarray, repeats: int, warmup: int) -> LatencyStats:
@@ -123,6 +124,24 @@ def time_predictor(predictor: Any, images: np.ndarray, repeats: int, warmup: int
         predictor.run(x)
         samples[i] = (clock() - t0) / 1e6
     return LatencyStats.from_samples(samples)
+
+
+def time_stream(predictor: Any, images: np.ndarray, count: int, warmup: int, start: int = 0):
+    """ms per image over a stream of `count` images (cycling through float32 `images`
+    [N, 1, H, W, 3] from `start`) in calls of the predictor's batch (`run_batch`; `run` for one
+    image at a time), after `warmup` untimed calls."""
+    batch = int(getattr(predictor, "batch", 1))
+    cycle = images[:, 0]
+    index = (start + np.arange(max(count, batch * warmup))) % len(cycle)
+    stream = np.ascontiguousarray(cycle[index])
+    call = predictor.run if batch == 1 else predictor.run_batch
+    for i in range(warmup):
+        call(stream[i * batch : (i + 1) * batch])
+    clock = time.perf_counter_ns
+    t0 = clock()
+    for i in range(0, count, batch):
+        call(stream[i : min(i + batch, count)])
+    return (clock() - t0) / 1e6 / count
 
 
 def time_whole_images(
@@ -181,17 +200,25 @@ def _probe(args: argparse.Namespace) -> dict[str, Any]:
     reset_peak_rss()
     after_imports = peak_rss_mb()
     keep: list[Any] = []
-    precision, input_hw = "none", None
+    precision, input_hw, batch = "none", None, 1
     if args.allocate_mb:
         block = np.ones(int(args.allocate_mb * MB) // 8)  # written, so every page is resident
         keep.append(block)
     if loader is not None:
+        options = {"batch": args.batch} if args.batch is not None else {}
+        if args.asynchronous:
+            options["asynchronous"] = True
         predictor = loader(
-            args.runtime, Path(args.artifact), threads=args.threads, precision=args.precision
+            args.runtime,
+            Path(args.artifact),
+            threads=args.threads,
+            precision=args.precision,
+            **options,
         )
         keep.append(predictor)
         precision = str(getattr(predictor, "precision", None) or "unknown")
         input_hw = list(getattr(predictor, "input_hw", None) or []) or None
+        batch = int(getattr(predictor, "batch", 1))
     after_load = peak_rss_mb()
     latency, load, peak_before_whole = None, None, None
     if loader is not None:
@@ -230,6 +257,7 @@ def _probe(args: argparse.Namespace) -> dict[str, Any]:
         "latency": asdict(latency) if latency is not None else None,
         "tensorflow_imported": "tensorflow" in sys.modules,
         "load_average_1m": load[0] if load else None,
+        "batch": batch,
     }
 
 
@@ -243,10 +271,11 @@ def _serve(
     """Time blocks of calls on the parent's command, so it can interleave several probes.
 
     Protocol (one line each): the child says `READY`; the parent sends `time N W` (W warm-up
-    calls, then N timed ones; the child answers `SAMPLES [ms, ...]`) or, given whole images,
-    `whole N` (N whole images end to end, `time_whole_images`; answered the same way) any number
-    of times, then `done`. Each block continues its image cycle where the last one stopped; the
-    warm-up calls use the block's first images.
+    calls, then N timed ones; the child answers `SAMPLES [ms, ...]`), `stream N W` (N images in
+    calls of the predictor's batch, `time_stream`; answered `SAMPLES [ms per image]`) or, given
+    whole images, `whole N` (N whole images end to end, `time_whole_images`; answered like
+    `time`) any number of times, then `done`. Each block continues its image cycle where the
+    last one stopped; the warm-up calls use the block's first images.
     """
     print(f"{READY_MARK}{json.dumps({'rss_after_load_mb': after_load})}", flush=True)
     samples: list[float] = []
@@ -263,12 +292,15 @@ def _serve(
             whole_start = (whole_start + int(command[1])) % len(whole)
             print(f"{SAMPLES_MARK}{json.dumps(block)}", flush=True)
             continue
-        if command[0] != "time" or len(command) != 3:
+        if command[0] not in ("time", "stream") or len(command) != 3:
             raise UnetqError(f"unknown probe command: {line.strip()}")
         repeats, warmup = int(command[1]), int(command[2])
         load = load or load_average()
-        cycled = np.roll(images, -start, axis=0)
-        block = time_predictor(predictor, cycled, repeats, warmup).samples_ms
+        if command[0] == "stream":
+            block = [time_stream(predictor, images, repeats, warmup, start)]
+        else:
+            cycled = np.roll(images, -start, axis=0)
+            block = time_predictor(predictor, cycled, repeats, warmup).samples_ms
         start = (start + repeats) % len(images)
         samples += block
         print(f"{SAMPLES_MARK}{json.dumps(block)}", flush=True)
@@ -291,6 +323,8 @@ def _probe_parser() -> argparse.ArgumentParser:
     p.add_argument("--allocate-mb", type=float, default=0.0, help="allocate a known block (test)")
     p.add_argument("--serve", action="store_true", help="time blocks on stdin commands")
     p.add_argument("--whole", default=None, help=".npz of uint8 whole images for `whole N`")
+    p.add_argument("--batch", type=int, default=None, help="images per call (`stream N W`)")
+    p.add_argument("--asynchronous", action="store_true", help="openvino: async requests")
     return p
 
 

@@ -17,6 +17,7 @@ from unetq.bench.machine import machine_info
 from unetq.bench.peaks import measure_in_child, with_peaks
 from unetq.bench.probe import DEFAULT_LOADER, ProbeResult
 from unetq.bench.session import ProbeJob, WholeImages, bench_images, measure_interleaved
+from unetq.bench.throughput import ThroughputStage
 from unetq.errors import UnetqError
 from unetq.fileio import write_json
 from unetq.records import BenchRecord
@@ -130,7 +131,8 @@ def bench_run(
     not depend on pixel values). One model's measurements are interleaved in cfg.bench.rounds
     rounds (`measure_interleaved`). Finished measurements are units (unetq.work) whose records
     lie in run_dir/.bench/; a rerun with the same settings on artifacts of the same content
-    skips them (`remeasure` measures everything again).
+    skips them (`remeasure` measures everything again). Then throughput (bench.throughput) at
+    every usable core, unless cfg.bench.throughput_batches is empty.
     """
     bench_cfg = cfg.bench
     repeats = bench_cfg.repeats if repeats is None else repeats
@@ -138,6 +140,7 @@ def bench_run(
     if repeats < 1 or warmup < 0:
         raise UnetqError(f"repeats must be >= 1 and warmup >= 0 (got {repeats}, {warmup})")
     size = cfg.data.image_size
+    timed = bench_images((size, size), n_images, source=images)
     stage = BenchStage(
         root=Path(run_dir),
         cfg=bench_cfg,
@@ -145,11 +148,15 @@ def bench_run(
         repeats=repeats,
         warmup=warmup,
         image_size=size,
-        images=bench_images((size, size), n_images, source=images),
+        images=timed,
         loader=loader,
         whole=whole_images(RunFolder(run_dir), bench_cfg.rounds),
     )
-    return run_stage(stage, progress, redo=remeasure)
+    path = run_stage(stage, progress, redo=remeasure)
+    if bench_cfg.throughput_batches:
+        throughput = ThroughputStage(Path(run_dir), bench_cfg, size, timed, loader)
+        path = run_stage(throughput, progress, redo=remeasure)
+    return path
 
 
 def whole_images(run: RunFolder, rounds: int, seed: int = 0) -> WholeImages | None:

@@ -13,7 +13,7 @@ import subprocess
 import sys
 import tempfile
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +30,7 @@ from unetq.bench.probe import (
 )
 from unetq.errors import UnetqError
 from unetq.models import to_input
+from unetq.runtimes import Setting
 
 
 def _probe_command(runtime: str, artifact: Path | str | None, threads: int, **options) -> list[str]:
@@ -66,6 +67,7 @@ def _probe_result(data: dict[str, Any]) -> ProbeResult:
         latency=LatencyStats(**data["latency"]) if data["latency"] else None,
         tensorflow_imported=bool(data["tensorflow_imported"]),
         load_average_1m=data.get("load_average_1m"),
+        batch=int(data.get("batch", 1)),
     )
 
 
@@ -118,7 +120,9 @@ def run_probe(
 
 @dataclass
 class ProbeJob:
-    """One latency measurement: `repeats` timed calls after `warmup` untimed ones."""
+    """One latency measurement: `repeats` timed calls after `warmup` untimed ones. A
+    throughput measurement (`stream` > 0): a stream of `stream` images per round, in calls of
+    `setting`'s batch, its ms per image one sample per round."""
 
     runtime: str
     artifact: Path
@@ -128,6 +132,8 @@ class ProbeJob:
     precision: str | None = None
     rewarm: bool = True  # one untimed call before each later block (not worth it for slow ones)
     whole: bool = True  # also time whole images end to end where they are given (tile mode)
+    stream: int = 0  # images per round of a throughput measurement (0: a latency one)
+    setting: Setting = field(default_factory=Setting)
 
 
 @dataclass(frozen=True)
@@ -168,7 +174,10 @@ class _ServedProbe:
             loader=loader,
             images=images_path,
             whole=whole,
+            batch=job.setting.batch if job.stream and not job.setting.asynchronous else None,
         )
+        if job.setting.asynchronous:
+            cmd.append("--asynchronous")
         self.proc = subprocess.Popen(
             [*cmd, "--serve"],
             stdin=subprocess.PIPE,
@@ -201,6 +210,10 @@ class _ServedProbe:
 
     def time(self, repeats: int, warmup: int) -> list[float]:
         self._send(f"time {repeats} {warmup}")
+        return json.loads(self._read(SAMPLES_MARK))
+
+    def stream(self, count: int, warmup: int) -> list[float]:
+        self._send(f"stream {count} {warmup}")
         return json.loads(self._read(SAMPLES_MARK))
 
     def whole(self, count: int) -> list[float]:
@@ -280,7 +293,10 @@ def measure_interleaved(
                         round_samples[i].append([])
                         continue
                     warmup = job.warmup if r == 0 else min(job.warmup, int(job.rewarm))
-                    block = attempt(i, lambda p, n=calls, w=warmup: p.time(n, w))
+                    if job.stream:
+                        block = attempt(i, lambda p, n=job.stream, w=warmup: p.stream(n, w))
+                    else:
+                        block = attempt(i, lambda p, n=calls, w=warmup: p.time(n, w))
                     round_samples[i].append(list(block or []))
                     if whole is not None and job.whole and i in probes:
                         count = whole.per_round

@@ -36,6 +36,13 @@ LATENCY_COLUMNS: list[Column] = [
 ]
 
 
+THROUGHPUT_COLUMNS: list[Column] = [
+    ("throughput_images_per_s", "img/s", 0),
+    ("throughput_setting", "at", None),
+    ("throughput_vs_keras", "x keras img/s", 2),
+]
+
+
 def register(app: typer.Typer) -> None:
     for command in (evaluate, bench, robustness, recommend):
         app.command()(command)
@@ -122,7 +129,12 @@ def bench(
             run, cfg, threads_list, repeats, warmup, progress=bars, remeasure=remeasure
         )
     title = "median ms per image (model call only)"
-    print_model_tables(bench_table(path), LATENCY_COLUMNS, title)
+    table = bench_table(path)
+    columns = LATENCY_COLUMNS
+    if "throughput_images_per_s" in table:
+        columns = [*columns, *THROUGHPUT_COLUMNS]
+        title += "; images/s over many images at the best setting"
+    print_model_tables(table, columns, title)
     say(f"wrote {path}")
 
 
@@ -152,8 +164,13 @@ def recommend(
         typer.Option("--max-iou-drop", min=0, help="Points of fg IoU below keras (0.5 = 0.005)."),
     ] = 0.5,
     threads: Annotated[
-        str, typer.Option("--threads", help="Thread count the latency is taken at, or 'all'.")
-    ] = "1",
+        str | None,
+        typer.Option(
+            "--threads",
+            help="Thread count the speed is taken at, or 'all' (default: 1 for latency, all "
+            "for throughput).",
+        ),
+    ] = None,
     max_ms: Annotated[
         float | None, typer.Option("--max-ms", min=0, help="Median ms per image at most.")
     ] = None,
@@ -166,13 +183,22 @@ def recommend(
     all_models: Annotated[
         bool, typer.Option("--all-models", help="One recommendation per model.")
     ] = False,
+    objective: Annotated[
+        str,
+        typer.Option(
+            "--objective",
+            help="latency: one image alone; throughput: most images per second over many "
+            "(measured at every core: --threads all is then the default).",
+            callback=config_choice("Objective"),
+        ),
+    ] = "latency",
 ) -> None:
     """The fastest variant and runtime within accuracy, latency and size budgets."""
     from unetq.bench.run import resolve_threads
     from unetq.recommend import Budgets, other_lines, recommend, summary_lines
 
-    [count] = resolve_threads(threads)
-    budgets = Budgets(max_iou_drop, max_ms, max_mb, count)
+    [count] = resolve_threads(threads or ("all" if objective == "throughput" else "1"))
+    budgets = Budgets(max_iou_drop, max_ms, max_mb, count, objective)
     for rec in recommend(run, budgets, model, all_models):
         for line in [*summary_lines(rec), *other_lines(rec)]:
             say(line)

@@ -29,6 +29,20 @@ def config_choice(name: str) -> Callable[[Any], Any]:
     return check
 
 
+def batch_setting(value: str | None) -> str | None:
+    """An option callback: a batch size or 'async' (runtimes.Setting), else a usage error."""
+    if value is None:
+        return value
+    from unetq.errors import UnetqError
+    from unetq.runtimes import Setting
+
+    try:
+        Setting.parse(value)
+    except UnetqError as exc:
+        raise typer.BadParameter(str(exc)) from None
+    return value
+
+
 def needs_tensorflow(
     command: Callable | None = None, *, files: tuple[str, ...] = (), one_of: tuple[str, ...] = ()
 ):

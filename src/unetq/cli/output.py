@@ -15,7 +15,7 @@ from unetq.progress import make_progress
 
 console = Console()
 err_console = Console(stderr=True)
-PIPE_WIDTH = 160  # columns of the console a pipe or log file gets
+PIPE_WIDTH = 180  # columns of the console a pipe or log file gets
 
 # (column, header, decimals; None: text)
 Column = tuple[str, str, int | None]

@@ -14,6 +14,7 @@ from unetq.cli.options import (
     FormatOpt,
     PresetOpt,
     SetOpt,
+    batch_setting,
     needs_tensorflow,
 )
 from unetq.cli.output import console, print_summary, print_table, progress, say
@@ -200,21 +201,33 @@ def predict(
             "run folder, else resize to the model's input."
         ),
     ] = None,
+    batch: Annotated[
+        str | None,
+        typer.Option(
+            help="Images (tile mode: tiles) per model call, or 'async' for openvino's "
+            "asynchronous requests. Default: the run's best setting for throughput with --run; "
+            "else 8 for keras, 1 for the others.",
+            callback=batch_setting,
+        ),
+    ] = None,
 ) -> None:
     """Segment your own images; writes mask PNGs at each image's size and overlays."""
     from unetq.predict import predict_images, recommended, run_tile_overlap
+    from unetq.runtimes import Setting
 
+    setting = Setting.parse(batch) if batch is not None else None  # checked by batch_setting
     if run is not None:
         chosen = recommended(run, threads)
         console.print(f"segmenting with {chosen.why}: {chosen.artifact}")
         model, runtime, threads = chosen.artifact, runtime or chosen.runtime, chosen.threads
         background = chosen.background_class if background is None else background
         tile_overlap = chosen.tile_overlap if tile_overlap is None else tile_overlap
+        setting = setting or chosen.setting
     elif tile_overlap is None:
         tile_overlap = run_tile_overlap(model)
     with progress(transient=True, rate="images") as bars:
         result = predict_images(
-            model, images, out, runtime, threads, background or 0, bars, tile_overlap
+            model, images, out, runtime, threads, background or 0, bars, tile_overlap, setting
         )
     for path, reason in result.skipped:
         console.print(f"[yellow]skipped[/] {path}: {reason}")

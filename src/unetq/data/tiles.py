@@ -97,8 +97,23 @@ def stitch(tile_maps: np.ndarray, height: int, width: int, tile: int, overlap: i
 def segment_by_tiles(image: np.ndarray, tile: int, overlap: int, segment_tiles) -> np.ndarray:
     """One image of any size segmented tile by tile: `segment_tiles` maps tiles [K, T, T, 3] to
     class maps [K, T, T]; the maps are stitched back to the image's [H, W]."""
-    tiles, _ = image_tiles(image, tile, overlap)
-    return stitch(segment_tiles(tiles), *image.shape[:2], tile, overlap)
+    return segment_images_by_tiles([image], tile, overlap, segment_tiles)[0]
+
+
+def segment_images_by_tiles(
+    images: list[np.ndarray], tile: int, overlap: int, segment_tiles
+) -> list[np.ndarray]:
+    """Several images by tiles, their tiles in one `segment_tiles` call (so a model taking
+    batches fills them across images), each image's maps stitched back to its [H, W]."""
+    cut = [image_tiles(image, tile, overlap)[0] for image in images]
+    if not cut:
+        return []
+    maps = segment_tiles(np.concatenate(cut))
+    ends = np.cumsum([len(tiles) for tiles in cut])
+    return [
+        stitch(maps[end - len(tiles) : end], *image.shape[:2], tile, overlap)
+        for image, tiles, end in zip(images, cut, ends, strict=True)
+    ]
 
 
 def grid_tiles(

@@ -379,6 +379,9 @@ def _details_sections(run: RunFolder, tables, table: pd.DataFrame, machine: dict
             _html_table(_compressed_view(tables.compressed), sortable=True),
         ),
     ]
+    throughput = read_csv(run.throughput_csv)
+    if not throughput.empty:
+        sections.insert(1, _details("Throughput: many images", _throughput_table(throughput)))
     if run.panel.exists():
         sections.append(
             _details(
@@ -415,6 +418,30 @@ def _details_sections(run: RunFolder, tables, table: pd.DataFrame, machine: dict
     sections.append(_details("Machine", f"<pre>{html.escape(json.dumps(machine, indent=2))}</pre>"))
     sections.append(_details("Config as run", f"<pre>{html.escape(_read_text(run.config))}</pre>"))
     return sections
+
+
+THROUGHPUT_VIEW = {
+    "model_id": "model", "variant": "variant", "runtime": "runtime", "threads": "threads",
+    "setting": "setting", "batch": "images per call", "images_per_s": "images/s",
+    "images_per_s_ci95_low": "95% low", "images_per_s_ci95_high": "95% high",
+    "vs_keras": "x keras best", "model_memory_mb": "memory MB", "error": "error",
+}  # fmt: skip
+
+
+def _throughput_table(throughput: pd.DataFrame) -> str:
+    """Every measured setting (throughput_results.csv), as measured."""
+    view = throughput[[c for c in THROUGHPUT_VIEW if c in throughput]].rename(
+        columns=THROUGHPUT_VIEW
+    )
+    return (
+        '<p class="note">Images per second over a stream of images at every core, per setting: '
+        "N images per model call (batch N), or OpenVINO's asynchronous requests with its "
+        "THROUGHPUT hint (async: images per call = requests in flight). The median over rounds "
+        "in which the settings took turns, with its 95% bootstrap interval; x keras best: over "
+        "keras at its best setting, round by round; memory: the peak resident set of the fresh "
+        "process at that setting minus its size after imports. In tile mode an image is a "
+        "tile.</p>" + _html_table(view, sortable=True)
+    )
 
 
 def _details(summary: str, body: str) -> str:
@@ -555,21 +582,28 @@ def _cross_line(info: dict) -> str:
 
 
 def _recommendation(run_dir: Path) -> str:
-    """The answer first: `unetq recommend`'s choice for the best model, at 1 thread and at all
-    measured thread counts, with the default accuracy budget."""
+    """The answer first: `unetq recommend`'s choice for the best model, at every measured
+    thread count, and for throughput where it was measured, with the default accuracy budget."""
     average = read_csv(RunFolder(run_dir).average_csv)
     if average.empty or "threads" not in average:
         return ""
     blocks = []
-    for threads in sorted(int(t) for t in average["threads"].dropna().unique()):
+    threads = sorted(int(t) for t in average["threads"].dropna().unique())
+    asked = [(t, Budgets(threads=t), f"{t} thread(s), one image at a time") for t in threads]
+    if "throughput_images_per_s" in average:
+        measured = average.dropna(subset=["throughput_images_per_s"])["threads"].unique()
+        for t in sorted(int(t) for t in measured):
+            budgets = Budgets(threads=t, objective="throughput")
+            asked.append((t, budgets, f"{t} thread(s), many images: throughput"))
+    for _, budgets, title in asked:
         try:
-            [rec] = recommend(run_dir, Budgets(threads=threads))
+            [rec] = recommend(run_dir, budgets)
         except UnetqError:
             continue
         lines = "".join(f"<li>{html.escape(line)}</li>" for line in summary_lines(rec))
         ruled = [f"{c.variant} ({c.runtime}): {reason}" for c, reason in rec.others if reason]
         note = f"<p class='note'>Ruled out: {html.escape('; '.join(ruled))}</p>" if ruled else ""
-        blocks.append(f"<h3>{threads} thread(s)</h3><ul>{lines}</ul>{note}")
+        blocks.append(f"<h3>{html.escape(title)}</h3><ul>{lines}</ul>{note}")
     if not blocks:
         return ""
     return (
