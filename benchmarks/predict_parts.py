@@ -78,6 +78,12 @@ def main(argv: list[str] | None = None) -> int:
                 _write(Path(out), path, image, mask, 0)
 
         timed("write mask + overlay PNGs", len(files), write)
+
+        def masks_only():
+            for path, image, mask in zip(files, images, first, strict=True):
+                _write(Path(out), path, image, mask, None)
+
+        timed("write mask PNGs only", len(files), masks_only)
     return 0
 
 

@@ -67,6 +67,15 @@ def test_cli_predict_and_show(tiny, images, tmp_path):
     model = tiny.run_dir / "models" / COMPRESSED / "tflite-int8.tflite"
     proc = run_cli(["predict", "--model", model, "--images", images, "--out", tmp_path / "o"], env)
     assert "skipped" in proc.stdout and "2 images segmented" in proc.stdout
+    assert sorted(p.name for p in (tmp_path / "o").iterdir()) == [
+        "a_mask.png", "a_overlay.png", "b_mask.png", "b_overlay.png",
+    ]  # fmt: skip
+    masks_only = ["--out", tmp_path / "m", "--no-overlays", "--batch", "2"]
+    run_cli(["predict", "--model", model, "--images", images, *masks_only], env)
+    assert sorted(p.name for p in (tmp_path / "m").iterdir()) == ["a_mask.png", "b_mask.png"]
+    for name in ("a_mask.png", "b_mask.png"):
+        same = np.asarray(Image.open(tmp_path / "m" / name))
+        assert (same == np.asarray(Image.open(tmp_path / "o" / name))).all()
 
     bad = tmp_path / "bad"
     bad.mkdir()

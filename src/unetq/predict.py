@@ -129,8 +129,10 @@ def predict_images(
     progress=None,
     tile_overlap: int | None = None,
     setting: Setting | None = None,
+    overlays: bool = True,
 ) -> PredictResult:
-    """Write <stem>_mask.png (class ids) and <stem>_overlay.png for every readable image.
+    """Write <stem>_mask.png (class ids) and <stem>_overlay.png (unless `overlays` is False) for
+    every readable image.
 
     Each image is resized to the model's input and its class map back to the image's size, or,
     with `tile_overlap` (tile mode), segmented at its own size by overlapping tiles. The model
@@ -175,7 +177,8 @@ def predict_images(
                 if chunk and (len(chunk) == together or n == len(files)):
                     masks = _timed_segment(segmenter, [im for _, im in chunk], tile_overlap, result)
                     for (done, image), mask in zip(chunk, masks, strict=True):
-                        job = writer.submit(_write, out_dir, done, image, mask, background_class)
+                        background = background_class if overlays else None
+                        job = writer.submit(_write, out_dir, done, image, mask, background)
                         written.append(job)
                         result.written.append(str(done))
                     if progress:
@@ -226,9 +229,11 @@ def _timed_segment(segmenter, images: list[np.ndarray], tile_overlap, result: Pr
     return masks
 
 
-def _write(out_dir: Path, path: Path, image: np.ndarray, mask: np.ndarray, background: int):
+def _write(out_dir: Path, path: Path, image: np.ndarray, mask: np.ndarray, background: int | None):
+    """The mask PNG, and the overlay PNG unless `background` is None."""
     _save_png(out_dir / f"{path.stem}_mask.png", mask)
-    _save_png(out_dir / f"{path.stem}_overlay.png", overlay(image, mask, background))
+    if background is not None:
+        _save_png(out_dir / f"{path.stem}_overlay.png", overlay(image, mask, background))
 
 
 def _check_done(written: list[Future]) -> None:

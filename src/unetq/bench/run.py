@@ -6,7 +6,6 @@ with the same settings on the same artifacts (compared by content) skips it.
 
 from __future__ import annotations
 
-import uuid
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -16,7 +15,7 @@ import numpy as np
 from unetq.bench.machine import machine_info
 from unetq.bench.peaks import measure_in_child, with_peaks
 from unetq.bench.probe import DEFAULT_LOADER, ProbeResult
-from unetq.bench.session import ProbeJob, WholeImages, bench_images, measure_interleaved
+from unetq.bench.session import ProbeJob, WholeImages, bench_images, measure_rounds
 from unetq.bench.throughput import ThroughputStage
 from unetq.errors import UnetqError
 from unetq.fileio import write_json
@@ -239,27 +238,16 @@ class BenchStage(Stage):
         model_id = group[0].group
         jobs = {(variant, job.runtime, job.threads): job for variant, job in self._jobs(model_id)}
         todo = [(unit, jobs[unit.key[1:]]) for unit in group]
-        rounds = self.cfg.rounds
-        task = progress.add_task(f"bench {model_id}", total=rounds) if progress else None
-
-        def on_block(job: ProbeJob, r: int) -> None:
-            if task is not None:
-                what = f"bench {model_id} round {r + 1}/{rounds}"
-                progress.update(task, description=f"{what} ({job.runtime}, {job.threads}t)")
-
-        session = uuid.uuid4().hex[:12]
-        try:
-            results = measure_interleaved(
-                [job for _, job in todo],
-                self.images,
-                rounds,
-                loader=self.loader,
-                on_block=on_block,
-                whole=self.whole,
-            )
-        finally:
-            if task is not None:
-                progress.remove_task(task)
+        results, session = measure_rounds(
+            f"bench {model_id}",
+            [job for _, job in todo],
+            self.images,
+            self.cfg.rounds,
+            progress,
+            lambda job: f"{job.runtime}, {job.threads}t",
+            loader=self.loader,
+            whole=self.whole,
+        )
         failures: Failures = {}
         for (unit, job), result in zip(todo, results, strict=True):
             if isinstance(result, UnetqError):

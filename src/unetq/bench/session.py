@@ -12,6 +12,7 @@ import os
 import subprocess
 import sys
 import tempfile
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -317,6 +318,32 @@ def measure_interleaved(
             for probe in probes.values():
                 probe.close()
     return [results[i] for i in range(len(jobs))]
+
+
+def measure_rounds(
+    title: str,
+    jobs: list[ProbeJob],
+    images: np.ndarray,
+    rounds: int,
+    progress: Any = None,
+    detail: Callable[[ProbeJob], str] = lambda job: job.runtime,
+    **options: Any,
+) -> tuple[list[ProbeResult | UnetqError], str]:
+    """`measure_interleaved` under a progress bar ("<title> round r/R (<detail of the job>)"),
+    and the session id the results share (their rounds pair with each other's)."""
+    task = progress.add_task(title, total=rounds) if progress else None
+
+    def on_block(job: ProbeJob, r: int) -> None:
+        if task is not None:
+            description = f"{title} round {r + 1}/{rounds} ({detail(job)})"
+            progress.update(task, description=description)
+
+    try:
+        results = measure_interleaved(jobs, images, rounds, on_block=on_block, **options)
+    finally:
+        if task is not None:
+            progress.remove_task(task)
+    return results, uuid.uuid4().hex[:12]
 
 
 def as_model_input(images: np.ndarray) -> np.ndarray:

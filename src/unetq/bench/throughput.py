@@ -11,7 +11,6 @@ hits them all alike. The best setting per variant goes to the average CSV
 
 from __future__ import annotations
 
-import uuid
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -19,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from unetq.bench.probe import DEFAULT_LOADER, ProbeResult
-from unetq.bench.session import ProbeJob, measure_interleaved
+from unetq.bench.session import ProbeJob, measure_rounds
 from unetq.errors import UnetqError
 from unetq.records import ThroughputRecord
 from unetq.results import best_model_id, latency_interval, write_average_results
@@ -154,21 +153,15 @@ class ThroughputStage(Stage):
         }
         todo = [(unit, jobs[unit.key[1:]]) for unit in group]
         rounds = self.cfg.rounds
-        task = progress.add_task(f"throughput {model_id}", total=rounds) if progress else None
-
-        def on_block(job: ProbeJob, r: int) -> None:
-            if task is not None:
-                what = f"throughput {model_id} round {r + 1}/{rounds}"
-                progress.update(task, description=f"{what} ({job.runtime}, {job.setting.name})")
-
-        session = uuid.uuid4().hex[:12]
-        try:
-            results = measure_interleaved(
-                [job for _, job in todo], self.images, rounds, loader=self.loader, on_block=on_block
-            )
-        finally:
-            if task is not None:
-                progress.remove_task(task)
+        results, session = measure_rounds(
+            f"throughput {model_id}",
+            [job for _, job in todo],
+            self.images,
+            rounds,
+            progress,
+            lambda job: f"{job.runtime}, {job.setting.name}",
+            loader=self.loader,
+        )
         for (unit, job), result in zip(todo, results, strict=True):
             if isinstance(result, UnetqError):  # e.g. a model whose batch dimension is fixed
                 record = failed_record(model_id, unit.key[1], job, str(result))
