@@ -135,7 +135,8 @@ def make_run(tmp_path, models=("xception-f8-bn-e2",), files=FILES):
 
 def config(**bench):
     base = {
-        "runtimes": ["keras", "litert", "openvino"], "threads": [1], "repeats": 3, "warmup": 1,
+        "runtimes": ["keras", "litert", "openvino"], "threads": [1, "all"], "repeats": 3,
+        "warmup": 1,
         "rounds": 2, "peaks": "off", "throughput_batches": [1, 3], "throughput_images": 7,
     }  # fmt: skip
     return StudyConfig.model_validate({"data": {"image_size": 16}, "bench": {**base, **bench}})
@@ -197,6 +198,18 @@ def test_every_fast_variant_streams_at_every_setting_and_the_best_reaches_the_av
     before = len(fake_runtime.calls())
     bench_run(run_dir, cfg, loader=LOADER)
     assert len(fake_runtime.calls()) == before
+
+
+def test_throughput_is_measured_at_the_largest_latency_thread_count(fake_runtime, tmp_path):
+    """Latency at 1 thread only (the smoke preset): throughput at 1 thread too, on the rows the
+    average CSV has, not on rows of a thread count without latency."""
+    run_dir = make_run(tmp_path, files=("model.keras", "tflite-fp32.tflite"))
+    bench_run(run_dir, config(runtimes=["keras", "litert"], threads=[1]), loader=LOADER)
+    run = RunFolder(run_dir)
+    assert set(pd.read_csv(run.throughput_csv)["threads"]) == {1}
+    average = pd.read_csv(run.average_csv)
+    assert len(average) == 2 and average["latency_ms_median"].notna().all()
+    assert average["throughput_images_per_s"].notna().all()
 
 
 def test_a_setting_the_model_cannot_run_is_kept_with_its_reason(

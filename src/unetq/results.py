@@ -273,8 +273,9 @@ def add_throughput(df: pd.DataFrame, tp: pd.DataFrame) -> pd.DataFrame:
     best = _best_settings(tp)[[*KEYS, "threads", *THROUGHPUT_COLUMNS]]
     best = best.rename(columns={c: f"throughput_{c}" for c in THROUGHPUT_COLUMNS})
     best["threads"] = best["threads"].astype(float)
+    # onto the latency rows: a figure at a thread count without latency stays in its own CSV
     return df.assign(threads=df["threads"].astype(float)).merge(
-        best, on=[*KEYS, "threads"], how="outer"
+        best, on=[*KEYS, "threads"], how="left"
     )
 
 

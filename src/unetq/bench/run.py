@@ -131,7 +131,7 @@ def bench_run(
     rounds (`measure_interleaved`). Finished measurements are units (unetq.work) whose records
     lie in run_dir/.bench/; a rerun with the same settings on artifacts of the same content
     skips them (`remeasure` measures everything again). Then throughput (bench.throughput) at
-    every usable core, unless cfg.bench.throughput_batches is empty.
+    the largest of those thread counts, unless cfg.bench.throughput_batches is empty.
     """
     bench_cfg = cfg.bench
     repeats = bench_cfg.repeats if repeats is None else repeats
@@ -153,7 +153,8 @@ def bench_run(
     )
     path = run_stage(stage, progress, redo=remeasure)
     if bench_cfg.throughput_batches:
-        throughput = ThroughputStage(Path(run_dir), bench_cfg, size, timed, loader)
+        threads = max(stage.threads)
+        throughput = ThroughputStage(Path(run_dir), bench_cfg, size, timed, threads, loader)
         path = run_stage(throughput, progress, redo=remeasure)
     return path
 
