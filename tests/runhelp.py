@@ -33,3 +33,16 @@ def pets_sample() -> Path:
     if not root or not (Path(root) / "images").is_dir():
         pytest.skip("Oxford-IIIT Pet sample not available (set UNETQ_DATA_DIR)")
     return Path(root)
+
+
+def child_module(folder: Path, name: str, source: str, monkeypatch) -> Path:
+    """Write module `name` into `folder` and put the folder on PYTHONPATH, so child processes
+    (the bench's probes) can import it (a fake runtime, say)."""
+    import textwrap
+
+    path = folder / f"{name}.py"
+    path.write_text(textwrap.dedent(source))
+    monkeypatch.setenv(
+        "PYTHONPATH", os.pathsep.join([str(folder), os.environ.get("PYTHONPATH", "")])
+    )
+    return path

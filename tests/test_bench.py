@@ -7,7 +7,6 @@ import json
 import os
 import subprocess
 import sys
-import textwrap
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -15,6 +14,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from runhelp import child_module
 from unetq.bench.machine import machine_info
 from unetq.bench.probe import LatencyStats, MemoryStats, time_predictor
 from unetq.bench.run import bench_record, bench_run, resolve_threads
@@ -128,10 +128,7 @@ LOADER = "fakert:load_predictor"
 @pytest.fixture
 def fake_runtime(tmp_path, monkeypatch):
     """A runtime module importable by probe children, with a call log."""
-    (tmp_path / "fakert.py").write_text(textwrap.dedent(FAKE_RUNTIME))
-    monkeypatch.setenv(
-        "PYTHONPATH", os.pathsep.join([str(tmp_path), os.environ.get("PYTHONPATH", "")])
-    )
+    child_module(tmp_path, "fakert", FAKE_RUNTIME, monkeypatch)
     log = tmp_path / "calls.log"
     monkeypatch.setenv("FAKERT_LOG", str(log))
     return SimpleNamespace(

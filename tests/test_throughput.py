@@ -5,14 +5,13 @@ No assertion here is about speed: the figures live in docs/MEASURED.md.
 """
 
 import json
-import os
-import textwrap
 from types import SimpleNamespace
 
 import numpy as np
 import pandas as pd
 import pytest
 
+from runhelp import child_module
 from unetq.bench.probe import time_stream
 from unetq.bench.run import bench_run
 from unetq.config import StudyConfig
@@ -114,10 +113,7 @@ FILES = (
 
 @pytest.fixture
 def fake_runtime(tmp_path, monkeypatch):
-    (tmp_path / "fakestream.py").write_text(textwrap.dedent(FAKE_RUNTIME))
-    monkeypatch.setenv(
-        "PYTHONPATH", os.pathsep.join([str(tmp_path), os.environ.get("PYTHONPATH", "")])
-    )
+    child_module(tmp_path, "fakestream", FAKE_RUNTIME, monkeypatch)
     log = tmp_path / "run.log"
     monkeypatch.setenv("FAKERT_RUNLOG", str(log))
     return SimpleNamespace(calls=lambda: log.read_text().split("\n")[:-1] if log.exists() else [])
