@@ -87,11 +87,22 @@ def throughput_record(
 def failed_record(model_id: str, variant: str, job: ProbeJob, error: str) -> ThroughputRecord:
     """A setting the model cannot run: kept with its reason (throughput_results.csv shows it),
     and not tried again unless its inputs change (`unetq bench --remeasure`)."""
-    nan = float("nan")
     return ThroughputRecord(
-        model_id, variant, job.runtime, job.threads, job.setting.name, job.setting.batch, "",
-        job.stream, 0, nan, None, None, [], error=error,
-    )  # fmt: skip
+        model_id=model_id,
+        variant=variant,
+        runtime=job.runtime,
+        threads=job.threads,
+        setting=job.setting.name,
+        batch=job.setting.batch,
+        precision="",
+        images_per_round=job.stream,
+        rounds=0,
+        images_per_s=float("nan"),
+        images_per_s_ci95_low=None,
+        images_per_s_ci95_high=None,
+        ms_per_image_rounds=[],
+        error=error,
+    )
 
 
 @dataclass
