@@ -2,6 +2,7 @@
 runs it; bad models and data end in one line with nothing written."""
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -11,7 +12,7 @@ import pandas as pd
 import pytest
 
 from unetq.records import ModelInfo
-from unetq.usermodel import inspect_model, model_id_for
+from unetq.usermodel import Conventions, adopted_info, inspect_model, model_id_for
 
 keras = pytest.importorskip("keras")
 
@@ -64,7 +65,8 @@ def test_inspect_finds_size_range_and_output(tmp_path):
     _, info = inspect_model(path)
     assert isinstance(info, ModelInfo)
     assert (info.input_hw, info.num_classes, info.output) == ((32, 32), 3, "logits")
-    assert info.input_range == (0.0, 1.0) and info.range_from.startswith("default")
+    assert info.input_norm.name == "unit" and info.norm_from.startswith("default")
+    assert (info.output_channels, info.threshold) == (3, None)
     assert not info.size_fixed_by_unetq
 
     scaled = tmp_path / "scaled.keras"
@@ -73,9 +75,10 @@ def test_inspect_finds_size_range_and_output(tmp_path):
         inspect_model(scaled)
     _, info = inspect_model(scaled, size=48)
     assert info.input_hw == (48, 48) and info.size_fixed_by_unetq
-    assert info.input_range == (0.0, 255.0) and "Rescaling layer" in info.range_from
-    _, info = inspect_model(scaled, "-1,1", size=48)  # the flag wins, and says so
-    assert info.input_range == (-1.0, 1.0) and info.range_from == "--input-range"
+    assert info.input_norm.describe() == "pixels in [0, 255]"
+    assert "Rescaling layer" in info.norm_from
+    _, info = inspect_model(scaled, Conventions(input_range="-1,1"), size=48)  # the flag wins
+    assert info.input_norm.describe() == "pixels in [-1, 1]" and info.norm_from == "--input-range"
     assert model_id_for(Path("runs/q/models/xception-f8-bn-e8/model.keras")) == "xception-f8-bn-e8"
     assert model_id_for(Path("my model (v2).keras")) == "my_model__v2_"
 
@@ -87,13 +90,163 @@ def test_adopted_model_maps_unit_pixels_onto_the_models_range(tmp_path):
     model = segmenter(size=None)
     path = tmp_path / "m.keras"
     model.save(path)
-    loaded, info = inspect_model(path, "-1,1", size=32)
+    loaded, info = inspect_model(path, Conventions(input_norm="tf"), size=32)
     adopt(loaded, info, tmp_path / "run" / "model.keras", tmp_path / "run" / "model.json")
     adopted = keras.saving.load_model(tmp_path / "run" / "model.keras")
     x = np.random.default_rng(1).random((2, 32, 32, 3), dtype=np.float32)
     np.testing.assert_allclose(adopted(x), model(2 * x - 1), atol=1e-5)
     assert tuple(adopted.inputs[0].shape) == (None, 32, 32, 3)
-    assert json.loads((tmp_path / "run" / "model.json").read_text())["input_range"] == [-1, 1]
+    saved = json.loads((tmp_path / "run" / "model.json").read_text())
+    assert saved["input_norm"] == {
+        "name": "tf",
+        "mean": [127.5] * 3,
+        "std": [127.5] * 3,
+        "bgr": False,
+    }
+    assert adopted_info(tmp_path / "run" / "model.json") == info
+
+
+def model_pixels(x: np.ndarray, mean, std, bgr: bool = False) -> np.ndarray:
+    """What a model trained on normalised pixels is fed, written out by hand."""
+    pixels = x * 255.0
+    if bgr:
+        pixels = pixels[..., ::-1]
+    return (pixels - np.asarray(mean)) / np.asarray(std)
+
+
+@pytest.mark.parametrize(
+    ("said", "mean", "std", "bgr"),
+    [
+        (
+            Conventions(input_norm="imagenet"),
+            (123.675, 116.28, 103.53),
+            (58.395, 57.12, 57.375),
+            False,
+        ),
+        (Conventions(input_norm="caffe"), (103.939, 116.779, 123.68), (1, 1, 1), True),
+        (Conventions(input_norm="raw"), (0, 0, 0), (1, 1, 1), False),
+        (
+            Conventions(mean="0.5,0.4,0.3", std="0.2,0.25,0.1"),
+            (127.5, 102, 76.5),
+            (51, 63.75, 25.5),
+            False,
+        ),
+        (
+            Conventions(mean="100,110,120", std="50,60,70", bgr=True),
+            (100, 110, 120),
+            (50, 60, 70),
+            True,
+        ),
+    ],
+)
+def test_adopted_model_feeds_the_model_the_pixels_it_was_trained_on(tmp_path, said, mean, std, bgr):
+    from unetq.usermodel import adopt
+
+    keras.utils.set_random_seed(0)
+    model = segmenter()
+    path = tmp_path / "m.keras"
+    model.save(path)
+    loaded, info = inspect_model(path, said)
+    np.testing.assert_allclose(info.input_norm.mean, mean)
+    np.testing.assert_allclose(info.input_norm.std, std)
+    assert info.input_norm.bgr == bgr
+    adopt(loaded, info, tmp_path / "run" / "model.keras", tmp_path / "run" / "model.json")
+    adopted = keras.saving.load_model(tmp_path / "run" / "model.keras")
+    x = np.random.default_rng(1).random((2, 32, 32, 3), dtype=np.float32)
+    expected = model(model_pixels(x, mean, std, bgr).astype(np.float32))
+    np.testing.assert_allclose(adopted(x), expected, rtol=1e-4, atol=1e-3)
+
+
+def binary_segmenter(activation: str | None) -> "keras.Model":
+    """Scores symmetric about 0 on [0, 1] images: both classes at any threshold near 0.5."""
+    inp = keras.Input((32, 32, 3))
+    x = keras.layers.Rescaling(2.0, offset=-1.0)(inp)
+    x = keras.layers.Conv2D(8, 3, padding="same", activation="tanh", use_bias=False)(x)
+    return keras.Model(inp, keras.layers.Conv2D(1, 1, activation=activation, use_bias=False)(x))
+
+
+@pytest.mark.parametrize(
+    ("activation", "threshold"), [("sigmoid", None), ("sigmoid", 0.3), (None, 0.7)]
+)
+def test_a_one_channel_head_becomes_two_classes_cut_at_its_threshold(
+    tmp_path, activation, threshold
+):
+    from unetq.usermodel import adopt
+
+    keras.utils.set_random_seed(2)
+    model = binary_segmenter(activation)
+    path = tmp_path / "binary.keras"
+    model.save(path)
+    loaded, info = inspect_model(path, Conventions(input_norm="unit", threshold=threshold))
+    assert (info.num_classes, info.output_channels) == (2, 1)
+    assert info.output == ("probabilities" if activation else "logits")
+    assert info.threshold == (threshold or 0.5)
+    adopt(loaded, info, tmp_path / "run" / "model.keras", tmp_path / "run" / "model.json")
+    adopted = keras.saving.load_model(tmp_path / "run" / "model.keras")
+    x = np.random.default_rng(3).random((4, 32, 32, 3), dtype=np.float32)
+    y = np.asarray(model(x))[..., 0]
+    p = y if activation else 1 / (1 + np.exp(-y))
+    scores = np.asarray(adopted(x))
+    assert scores.shape == (4, 32, 32, 2)
+    foreground = p > info.threshold
+    assert 0.01 < foreground.mean() < 0.99  # both classes present: the cut is tested
+    np.testing.assert_array_equal(scores.argmax(-1) == 1, foreground)
+    if activation and threshold is None:  # a sigmoid at 0.5: the two class probabilities
+        np.testing.assert_allclose(scores, np.stack([1 - p, p], -1), atol=1e-6)
+
+
+def test_a_normalization_layer_says_which_pixels_the_model_takes(tmp_path):
+    for mean, name in ((120.0, "raw"), (0.45, "unit")):
+        first = keras.layers.Normalization(mean=[mean] * 3, variance=[4.0] * 3)
+        path = tmp_path / f"norm{name}.keras"
+        segmenter(first=first).save(path)
+        _, info = inspect_model(path)
+        assert info.input_norm.name == name and "Normalization layer" in info.norm_from
+
+
+def test_a_model_json_written_before_input_norm_still_reads(tmp_path):
+    old = {
+        "source": "/x/m.keras", "source_sha256": "ab", "input_hw": [32, 32],
+        "size_fixed_by_unetq": False, "num_classes": 3, "input_range": [-1.0, 1.0],
+        "range_from": "--input-range", "output": "logits",
+    }  # fmt: skip
+    (tmp_path / "model.json").write_text(json.dumps(old))
+    info = adopted_info(tmp_path / "model.json")
+    assert info.input_norm.describe() == "pixels in [-1, 1]"
+    assert (info.norm_from, info.output_channels, info.threshold) == ("--input-range", 3, None)
+
+
+@pytest.mark.parametrize(
+    ("said", "message"),
+    [
+        (Conventions(input_norm="torch"), "--input-norm 'torch' is not one of unit, tf, raw"),
+        (
+            Conventions(input_norm="tf", input_range="-1,1"),
+            "give one of --input-norm and --input-range",
+        ),
+        (Conventions(mean="0.5,0.5,0.5"), "give --mean and --std together"),
+        (Conventions(mean="0.5,0.5", std="1,1,1"), "--mean '0.5,0.5' is not three numbers"),
+        (Conventions(mean="0,0,0", std="1,0,1"), "every value must be above 0"),
+        (Conventions(bgr=True), "--bgr goes with --mean and --std"),
+        (Conventions(threshold=1.0), "--threshold 1 is not between 0 and 1"),
+        (Conventions(output="scores"), "--output 'scores' is not one of probabilities, logits"),
+    ],
+)
+def test_flags_that_describe_no_model_are_refused(said, message):
+    from unetq.errors import ConfigError
+    from unetq.usermodel import input_norm_from_flags
+
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        input_norm_from_flags(said)
+
+
+def test_a_threshold_for_a_multi_class_head_is_refused(tmp_path):
+    from unetq.errors import ConfigError
+
+    path = tmp_path / "three.keras"
+    segmenter(classes=3).save(path)
+    with pytest.raises(ConfigError, match="--threshold is for a one-channel"):
+        inspect_model(path, Conventions(threshold=0.4))
 
 
 # --- bad input: one line, exit 2, nothing written ------------------------------------------------
@@ -116,6 +269,10 @@ def test_models_of_other_shapes_end_in_one_line_and_write_nothing(tmp_path):
     keras.Model(inp, keras.layers.Dense(3)(inp)).save(dense)
     line = one_error_line(unetq("benchmark", "--model", dense, "--out", out))
     assert "is not RGB images [N, H, W, 3]" in line
+    proc = unetq("benchmark", "--model", dense, "--input-norm", "torch", "--out", out)
+    assert "--input-norm 'torch' is not one of unit, tf, raw, imagenet, caffe" in one_error_line(
+        proc
+    )
 
     classifier = tmp_path / "classifier.keras"
     inp = keras.Input((32, 32, 3))
@@ -190,7 +347,7 @@ def test_a_model_built_outside_unetq_goes_through_the_variants(tmp_path, cache_e
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-3000:]
     info = json.loads((out / "models" / "mobilenet_unet" / "model.json").read_text())
-    assert info["input_range"] == [-1, 1] and info["output"] == "logits"
+    assert info["input_norm"]["name"] == "tf" and info["output"] == "logits"
     average = pd.read_csv(out / "model_performance_average_results.csv").set_index("variant")
     assert set(average.index) == set(variants.split(","))
     assert average.loc["keras", "fg_iou"] > 0.1  # it learned something to compare
@@ -217,3 +374,73 @@ def test_without_data_it_measures_speed_and_says_accuracy_needs_data(tmp_path, c
     assert average["latency_ms_median"].notna().all()
     html = (out / "report" / "index.html").read_text()
     assert "accuracy not measured (no dataset)" in html
+
+
+def fg_iou_of_masks(predicted: Path, truth: Path, names: list[str]) -> float:
+    """Mean foreground IoU over images, from mask PNGs alone (empty truth and prediction: 1)."""
+    from PIL import Image
+
+    ious = []
+    for name in names:
+        pred = np.asarray(Image.open(predicted / f"{name}_mask.png")) == 1
+        true = np.asarray(Image.open(truth / f"{name}.png")) == 255
+        union = (pred | true).sum()
+        ious.append((pred & true).sum() / union if union else 1.0)
+    return float(np.mean(ious))
+
+
+@pytest.mark.slow
+def test_a_binary_sigmoid_model_on_imagenet_pixels_scored_by_tiles(tmp_path, cache_env):
+    """An outside binary U-Net (one sigmoid channel, ImageNet mean / std) through the variants
+    in tile mode; the fg IoU of `unetq predict --run` masks, computed here from the PNGs, is the
+    report's."""
+    import shutil
+
+    from outside_model import binary_unet, imagenet_pixels
+
+    from unetq.predict import recommended
+
+    data = binary_folder(tmp_path / "binary", n=24, size=40)
+    images = np.stack([np.asarray(keras.utils.load_img(p)) for p in sorted(data.glob("images/*"))])
+    masks = np.stack([np.asarray(keras.utils.load_img(p, color_mode="grayscale")) > 127
+                      for p in sorted(data.glob("masks/*"))])  # fmt: skip
+    keras.utils.set_random_seed(4)
+    model = binary_unet(32)
+    model.compile(keras.optimizers.Adam(1e-2), "binary_crossentropy")
+    crops = imagenet_pixels(images[:, :32, :32]), masks[:, :32, :32, None].astype(np.float32)
+    model.fit(*crops, epochs=25, batch_size=8, verbose=0)
+    path = tmp_path / "nuclei_binary.keras"
+    model.save(path)
+    out = tmp_path / "bench"
+    variants = "keras,tflite-fp32,tflite-int8,openvino-fp32,openvino-int8"
+    proc = unetq(
+        "benchmark", "--model", path, "--data-dir", data, "--input-norm", "imagenet",
+        "--tile-overlap", "8", "--variants", variants, "--threads", "1", "--preset", "smoke",
+        "--out", out, env=cache_env,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "one sigmoid channel, foreground where p > 0.5" in proc.stdout
+    assert "RGB pixels 0..255 minus mean (123.675, 116.28, 103.53)" in proc.stdout
+    dataset = json.loads((out / "dataset.json").read_text())
+    assert (dataset["mode"], dataset["tile_overlap"], dataset["num_classes"]) == ("tile", 8, 2)
+    average = pd.read_csv(out / "model_performance_average_results.csv")
+    average = average.drop_duplicates("variant").set_index("variant")
+    assert set(average.index) == set(variants.split(","))
+    assert average.loc["keras", "fg_iou"] > 0.5  # it learned the red channel
+    for fp32 in ("tflite-fp32", "openvino-fp32"):  # noise images: many pixels near the cut
+        assert abs(average.loc["keras", "fg_iou"] - average.loc[fp32, "fg_iou"]) < 0.005
+
+    individual = pd.read_csv(out / "model_performance_individual_results.csv")
+    names = sorted(individual.loc[individual.variant == "keras", "image"].astype(str))
+    test_images = tmp_path / "test_images"
+    test_images.mkdir()
+    for name in names:
+        shutil.copy(data / "images" / f"{name}.png", test_images)
+    predicted = tmp_path / "predicted"
+    proc = unetq("predict", "--run", out, "--images", test_images, "--out", predicted,
+                 "--no-overlays", env=cache_env)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    artifact = recommended(out).artifact  # what predict --run segmented with
+    variant = "keras" if artifact.name == "model.keras" else artifact.stem
+    mine = fg_iou_of_masks(predicted, data / "masks", names)
+    assert abs(mine - average.loc[variant, "fg_iou"]) < 1e-3, (variant, mine)

@@ -1,7 +1,7 @@
 """`unetq benchmark --model FILE`: a user's own trained model through every variant, no training.
 
 The run folder is the study's with one model: models/<model_id>/model.keras (the model as unetq
-runs it, see unetq.usermodel) and model.json (where it came from, its size, its pixel range),
+runs it, see unetq.usermodel) and model.json (where it came from, its size, its pixels, its head),
 then compress -> evaluate -> bench -> robustness (if asked) -> report, with the same CSVs,
 resumable like a study. Without a dataset it still measures speed, size and memory; accuracy
 and the guarded variants need labelled images, and the run says so.
@@ -16,7 +16,7 @@ from rich.console import Console
 from unetq.compress import random_images
 from unetq.config import StudyConfig
 from unetq.data import detect_format, open_dataset
-from unetq.errors import DataError, UnetqError
+from unetq.errors import ConfigError, DataError, UnetqError
 from unetq.records import ModelInfo
 from unetq.runfolder import RunFolder
 from unetq.study import (
@@ -31,7 +31,7 @@ from unetq.study import (
     step_report,
     step_robustness,
 )
-from unetq.usermodel import adopt, adopted_info, inspect_model, model_id_for
+from unetq.usermodel import Conventions, adopt, adopted_info, inspect_model, model_id_for
 from unetq.variants import VARIANTS, validate_variants
 
 NO_DATA = "no dataset given (--data-dir): accuracy needs labelled images; measuring speed only"
@@ -43,7 +43,7 @@ def run_benchmark(
     run_dir: Path,
     data_dir: Path | None = None,
     data_format: str | None = None,
-    input_range: str | None = None,
+    said: Conventions | None = None,
     size: int | None = None,
     console: Console | None = None,
 ) -> Path:
@@ -51,7 +51,7 @@ def run_benchmark(
     the model in and run the steps. `data_format` None: detected from the folder."""
     console = console or Console()
     variants = validate_variants(cfg.compress.variants)
-    model, info = inspect_model(model_path, input_range, size or cfg.data.image_size)
+    model, info = inspect_model(model_path, said, size or cfg.data.image_size)
     data = {"image_size": info.input_hw[0]}
     if data_dir is not None:
         data.update(data_dir=Path(data_dir), source="auto")
@@ -62,6 +62,11 @@ def run_benchmark(
             "compress": cfg.compress.model_copy(update={"variants": variants}),
         }
     )
+    if cfg.data.mode == "tile" and cfg.data.tile_overlap >= info.input_hw[0]:
+        raise ConfigError(
+            f"--tile-overlap {cfg.data.tile_overlap} must be smaller than the model's "
+            f"{info.input_hw[0]} px tiles"
+        )
     has_data = data_dir is not None
     index = open_dataset(cfg.data) if has_data else None
     if index is not None:
@@ -130,8 +135,7 @@ def _model_line(model_id: str, info: ModelInfo) -> str:
     size = f"{h}x{w}" + (
         " (fixed by unetq: the model's was not)" if info.size_fixed_by_unetq else ""
     )
-    lo, hi = info.input_range
     return (
-        f"model {model_id}: {info.num_classes} classes ({info.output}), input {size}, pixels "
-        f"in [{lo:g}, {hi:g}] from {info.range_from}"
+        f"model {model_id}: {info.describe_head()}, input {size}, "
+        f"{info.input_norm.describe()} from {info.norm_from}"
     )

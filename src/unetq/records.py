@@ -68,6 +68,26 @@ class ModelSpec:
 
 
 @dataclass(frozen=True)
+class InputNorm:
+    """The pixels a model expects: input[c] = (pixel[c] - mean[c]) / std[c] with pixels in
+    0..255, channel c of the image in RGB order, or in BGR order when `bgr`."""
+
+    name: str  # a preset (unit, tf, raw, imagenet, caffe) or 'mean/std'
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+    bgr: bool = False
+
+    def describe(self) -> str:
+        if len(set(self.mean)) == 1 and len(set(self.std)) == 1 and not self.bgr:
+            lo, hi = ((v - self.mean[0]) / self.std[0] for v in (0.0, 255.0))
+            return f"pixels in [{lo:g}, {hi:g}]"
+        order = "BGR" if self.bgr else "RGB"
+        mean = ", ".join(f"{v:g}" for v in self.mean)
+        std = ", ".join(f"{v:g}" for v in self.std)
+        return f"{order} pixels 0..255 minus mean ({mean}) over std ({std})"
+
+
+@dataclass(frozen=True)
 class ModelInfo:
     """A user's own model as `unetq benchmark` brought it in (models/<model_id>/model.json)."""
 
@@ -75,10 +95,39 @@ class ModelInfo:
     source_sha256: str
     input_hw: tuple[int, int]  # the static size every variant is exported at
     size_fixed_by_unetq: bool  # the model's own input size was not fixed
-    num_classes: int
-    input_range: tuple[float, float]  # the pixel range the model expects
-    range_from: str  # where input_range comes from: its Rescaling layer, --input-range, default
-    output: str  # 'probabilities' (softmax / sigmoid head) or 'logits': argmax either way
+    num_classes: int  # 2 for a one-channel (binary) head
+    input_norm: InputNorm
+    norm_from: str  # where input_norm comes from: a flag, a layer of the model, the default
+    output: str  # 'probabilities' (softmax / sigmoid head) or 'logits'
+    output_channels: int  # 1 for a binary head, else num_classes
+    threshold: float | None = None  # a binary head's foreground cut, in probability
+
+    def describe_head(self) -> str:
+        if self.output_channels != 1:
+            return f"{self.num_classes} classes ({self.output})"
+        kind = "sigmoid" if self.output == "probabilities" else "logit"
+        return f"one {kind} channel, foreground where p > {self.threshold:g}"
+
+    @classmethod
+    def from_json(cls, data: dict) -> ModelInfo | None:
+        """The record model.json holds (also the form before input_norm), or None."""
+        data = dict(data)
+        if "input_range" in data:  # written before --input-norm: a range [lo, hi]
+            lo, hi = data.pop("input_range")
+            std = 255.0 / (hi - lo)
+            data["input_norm"] = {"name": "range", "mean": [-lo * std] * 3, "std": [std] * 3}
+            data["norm_from"] = data.pop("range_from", "")
+            data.setdefault("output_channels", data.get("num_classes"))
+        try:
+            norm = data.pop("input_norm")
+            norm = InputNorm(
+                norm["name"], tuple(norm["mean"]), tuple(norm["std"]), norm.get("bgr", False)
+            )
+            known = {k: v for k, v in data.items() if k in cls.__dataclass_fields__}
+            known["input_hw"] = tuple(known["input_hw"])
+            return cls(input_norm=norm, **known)
+        except (KeyError, TypeError, ValueError):
+            return None
 
 
 @dataclass

@@ -214,8 +214,11 @@ def load_keras_model(path: Path):
         raise ModelError(f"cannot load Keras model {path}: {first_line(exc)}") from None
 
 
-def segmentation_shape(model, path: Path) -> tuple[int | None, int | None, int]:
-    """Check that `model` maps [N, H, W, 3] images to per-pixel classes; return (H, W, C)."""
+def segmentation_shape(
+    model, path: Path, min_channels: int = 2
+) -> tuple[int | None, int | None, int]:
+    """Check that `model` maps [N, H, W, 3] images to per-pixel classes (or, with
+    `min_channels` 1, one binary channel); return (H, W, C)."""
     if len(model.inputs) != 1 or len(model.outputs) != 1:
         raise ModelError(
             f"{path}: expected one input and one output, got "
@@ -227,9 +230,11 @@ def segmentation_shape(model, path: Path) -> tuple[int | None, int | None, int]:
         raise ModelError(f"{path}: input shape {ishape} is not RGB images [N, H, W, 3]")
     pairs = zip(ishape[1:3], oshape[1:3], strict=False)  # ranks are checked just below
     spatial_ok = all(o is None or i is None or o == i for i, o in pairs)
-    if len(oshape) != 4 or not spatial_ok or oshape[-1] is None or oshape[-1] < 2:
+    channels = oshape[-1] if len(oshape) == 4 else None
+    if not spatial_ok or channels is None or channels < min_channels:
         raise ModelError(
-            f"{path}: output shape {oshape} is not per-pixel classes [N, H, W, C>=2] "
+            f"{path}: output shape {oshape} is not per-pixel classes "
+            f"[N, H, W, C>={min_channels}] "
             f"for input {ishape}"
         )
     return ishape[1], ishape[2], int(oshape[-1])

@@ -1,29 +1,55 @@
 """A user's own trained model, brought into unetq's conventions for `unetq benchmark`.
 
-unetq feeds every variant float32 images in [0, 1] of a fixed size. A model that expects another
-pixel range (e.g. [-1, 1] for a MobileNet encoder, [0, 255] for one with its own Rescaling
-layer) gets a Rescaling layer in front that maps [0, 1] onto that range, and a model whose
-input size is not fixed gets a fixed one; the result is saved as the run's model.keras, so
-calibration, evaluation and benchmarking feed every variant the same scaled input. The graph is
-rebuilt flat (not nested), so the export's rewrites reach the user's layers.
+unetq feeds every variant float32 RGB images in [0, 1] of a fixed size and takes per-pixel class
+scores [N, H, W, C>=2] back. A model that expects other pixels (e.g. [-1, 1] for a MobileNet
+encoder, ImageNet mean / std, BGR minus the mean for caffe-style weights) gets a layer in front
+that maps [0, 1] onto them; a one-channel (binary) head gets a two-channel one behind whose
+argmax is its threshold; a model whose input size is not fixed gets a fixed one. The result is
+saved as the run's model.keras, so calibration, evaluation, benchmarking and `unetq predict`
+treat it as any unetq model. The graph is rebuilt flat (not nested), so the export's rewrites
+reach the user's layers.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import re
 from pathlib import Path
 from typing import Any
 
 from unetq.errors import ConfigError, ModelError
 from unetq.fileio import atomic_save, write_json
-from unetq.records import ModelInfo
+from unetq.records import InputNorm, ModelInfo
 from unetq.runfolder import MODEL_FILE, file_digest, read_json
 from unetq.runtimes import load_keras_model, segmentation_shape
 
-INPUT_RANGES = {"0,1": (0.0, 1.0), "-1,1": (-1.0, 1.0), "0,255": (0.0, 255.0)}
-RANGE_LAYERS = ("Rescaling", "Normalization")  # layers that take raw 0..255 pixels
+IMAGENET_MEAN = (123.675, 116.28, 103.53)  # 0.485, 0.456, 0.406 of 255 (torch mode)
+IMAGENET_STD = (58.395, 57.12, 57.375)  # 0.229, 0.224, 0.225 of 255
+CAFFE_MEAN_BGR = (103.939, 116.779, 123.68)
+INPUT_NORMS = {
+    "unit": InputNorm("unit", (0.0,) * 3, (255.0,) * 3),  # [0, 1]
+    "tf": InputNorm("tf", (127.5,) * 3, (127.5,) * 3),  # [-1, 1]
+    "raw": InputNorm("raw", (0.0,) * 3, (1.0,) * 3),  # [0, 255]
+    "imagenet": InputNorm("imagenet", IMAGENET_MEAN, IMAGENET_STD),
+    "caffe": InputNorm("caffe", CAFFE_MEAN_BGR, (1.0,) * 3, bgr=True),
+}
+INPUT_RANGES = {"0,1": "unit", "-1,1": "tf", "0,255": "raw"}  # --input-range, the older flag
+OUTPUTS = ("probabilities", "logits")
+
+
+@dataclasses.dataclass(frozen=True)
+class Conventions:
+    """What the user says about the model's input and output (None: found from the model)."""
+
+    input_norm: str | None = None  # a preset name of INPUT_NORMS
+    input_range: str | None = None  # 0,1 / -1,1 / 0,255
+    mean: str | None = None  # "R,G,B", 0..255 or 0..1
+    std: str | None = None
+    bgr: bool = False
+    output: str | None = None  # probabilities / logits
+    threshold: float | None = None  # a one-channel head's foreground cut
 
 
 def model_id_for(path: Path) -> str:
@@ -33,17 +59,20 @@ def model_id_for(path: Path) -> str:
     return re.sub(r"[^A-Za-z0-9._+-]", "_", name) or "model"
 
 
-def inspect_model(path: Path, input_range: str | None = None, size: int | None = None):
-    """(the loaded model, its ModelInfo): checks that it maps RGB images to per-pixel classes,
-    fixes its input size (its own, else `size`) and finds the pixel range it expects."""
+def inspect_model(path: Path, said: Conventions | None = None, size: int | None = None):
+    """(the loaded model, its ModelInfo): checks that it maps RGB images to per-pixel classes
+    (or one binary channel), fixes its input size (its own, else `size`) and finds the pixels
+    it expects."""
     path = Path(path)
+    said = said or Conventions()
     if path.is_dir():
         raise ModelError(
             f"{path} is a folder (a SavedModel?); unetq reads Keras 3 models: save yours with "
             "model.save('name.keras')"
         )
+    norm, norm_from = input_norm_from_flags(said)  # usage errors before the model loads
     model = load_keras_model(path)
-    h, w, classes = segmentation_shape(model, path)
+    h, w, channels = segmentation_shape(model, path, min_channels=1)
     fixed = h is None or w is None
     if fixed:
         if size is None:
@@ -52,30 +81,106 @@ def inspect_model(path: Path, input_range: str | None = None, size: int | None =
         w = w or size
     if h != w:
         raise ModelError(f"{path}: input {h}x{w} is not square; unetq's datasets are square")
-    lo_hi, source = _input_range(model, input_range)
+    if norm is None:
+        norm, norm_from = _norm_from_model(model)
+    output = said.output or _output_kind(model)
+    if said.threshold is not None and channels != 1:
+        raise ConfigError(
+            f"--threshold is for a one-channel (binary) head; {path.name} has {channels} "
+            "output channels and takes the most likely class"
+        )
     info = ModelInfo(
         source=str(path.resolve()),
         source_sha256=file_digest(path),
         input_hw=(int(h), int(w)),
         size_fixed_by_unetq=fixed,
-        num_classes=classes,
-        input_range=lo_hi,
-        range_from=source,
-        output=_output_kind(model),
+        num_classes=max(channels, 2),
+        input_norm=norm,
+        norm_from=norm_from,
+        output=output,
+        output_channels=channels,
+        threshold=(0.5 if said.threshold is None else said.threshold) if channels == 1 else None,
     )
     return model, info
 
 
-def _input_range(model, requested: str | None) -> tuple[tuple[float, float], str]:
-    if requested is not None:
-        if requested not in INPUT_RANGES:
-            choices = ", ".join(INPUT_RANGES)
-            raise ConfigError(f"--input-range '{requested}' is not one of {choices}")
-        return INPUT_RANGES[requested], "--input-range"
+def input_norm_from_flags(said: Conventions) -> tuple[InputNorm | None, str]:
+    """The InputNorm the flags give, or None when they say nothing; checks the flags."""
+    given = [
+        flag
+        for flag, value in (
+            ("--input-norm", said.input_norm),
+            ("--input-range", said.input_range),
+            ("--mean/--std", said.mean or said.std),
+        )
+        if value
+    ]
+    if len(given) > 1:
+        raise ConfigError(f"give one of {' and '.join(given)}: they say the same thing")
+    if said.output is not None and said.output not in OUTPUTS:
+        raise ConfigError(f"--output '{said.output}' is not one of {', '.join(OUTPUTS)}")
+    if said.threshold is not None and not 0.0 < said.threshold < 1.0:
+        raise ConfigError(f"--threshold {said.threshold:g} is not between 0 and 1")
+    if said.bgr and not (said.mean or said.std):
+        raise ConfigError("--bgr goes with --mean and --std (or --input-norm caffe)")
+    if said.input_norm is not None:
+        if said.input_norm not in INPUT_NORMS:
+            raise ConfigError(
+                f"--input-norm '{said.input_norm}' is not one of {', '.join(INPUT_NORMS)}"
+            )
+        return INPUT_NORMS[said.input_norm], "--input-norm"
+    if said.input_range is not None:
+        if said.input_range not in INPUT_RANGES:
+            raise ConfigError(
+                f"--input-range '{said.input_range}' is not one of {', '.join(INPUT_RANGES)}"
+            )
+        return INPUT_NORMS[INPUT_RANGES[said.input_range]], "--input-range"
+    if said.mean or said.std:
+        return _mean_std(said.mean, said.std, said.bgr)
+    return None, ""
+
+
+def _mean_std(mean_text: str | None, std_text: str | None, bgr: bool) -> tuple[InputNorm, str]:
+    if not (mean_text and std_text):
+        raise ConfigError("give --mean and --std together (three values each, R,G,B)")
+    mean, std = _three("--mean", mean_text), _three("--std", std_text)
+    if min(std) <= 0:
+        raise ConfigError(f"--std {std_text}: every value must be above 0")
+    # Both in 0..1 (torchvision's 0.485 / 0.229 style) or both in 0..255 (caffe's 103.9 style).
+    unit = max(*mean, *std) <= 1.0
+    scale = 255.0 if unit else 1.0
+    norm = InputNorm("mean/std", _scaled(mean, scale), _scaled(std, scale), bgr)
+    return norm, f"--mean/--std (read as {'0..1' if unit else '0..255'} pixel units)"
+
+
+def _scaled(values: tuple[float, ...], scale: float) -> tuple[float, float, float]:
+    return tuple(round(v * scale, 6) for v in values)
+
+
+def _three(flag: str, text: str) -> tuple[float, float, float]:
+    try:
+        values = tuple(float(v) for v in text.split(","))
+    except ValueError:
+        values = ()
+    if len(values) != 3 or not all(math.isfinite(v) for v in values):
+        raise ConfigError(f"{flag} '{text}' is not three numbers R,G,B")
+    return values
+
+
+def _norm_from_model(model) -> tuple[InputNorm, str]:
+    """A Rescaling or Normalization layer first takes raw pixels: 0..255 for a Rescaling, and for
+    a Normalization whatever its adapted mean says (0..1 when every mean is at most 1)."""
     first = _first_layer(model)
-    if first is not None and type(first).__name__ in RANGE_LAYERS:
-        return INPUT_RANGES["0,255"], f"its {type(first).__name__} layer '{first.name}'"
-    return INPUT_RANGES["0,1"], "default (unetq's convention; --input-range to change)"
+    kind = type(first).__name__ if first is not None else ""
+    if kind == "Rescaling":
+        return INPUT_NORMS["raw"], f"its Rescaling layer '{first.name}'"
+    if kind == "Normalization":
+        import numpy as np
+
+        mean = np.asarray(getattr(first, "mean", 0.0), dtype=float)
+        name = "unit" if float(mean.max(initial=0.0)) <= 1.0 else "raw"
+        return INPUT_NORMS[name], f"its Normalization layer '{first.name}' (mean {mean.max():.3g})"
+    return INPUT_NORMS["unit"], "default (unetq's convention; --input-norm to change)"
 
 
 def _first_layer(model):
@@ -93,18 +198,52 @@ def _output_kind(model) -> str:
 
 
 def adopt(model, info: ModelInfo, model_file: Path, info_file: Path) -> None:
-    """Save the model as unetq runs it: [0, 1] input of info.input_hw, scaled to its range."""
+    """Save the model as unetq runs it: [0, 1] RGB input of info.input_hw mapped onto the
+    pixels it expects, per-pixel scores of at least two classes out."""
     import keras
 
     h, w = info.input_hw
     image = keras.Input((h, w, 3), name="image")
-    x = image
-    lo, hi = info.input_range
-    if (lo, hi) != (0.0, 1.0):
-        x = keras.layers.Rescaling(scale=hi - lo, offset=lo, name="unetq_input_range")(image)
-    adopted = keras.Model(image, _call_flat(model, x), name=model.name)
+    scores = _call_flat(model, _normalise(image, info.input_norm))
+    if info.output_channels == 1:
+        scores = _two_classes(scores, info)
+    adopted = keras.Model(image, scores, name=model.name)
     atomic_save(model_file, adopted.save)
     write_json(info_file, _to_json(info))
+
+
+def _normalise(image, norm: InputNorm):
+    """[0, 1] RGB -> the model's pixels: a Rescaling (per channel where the channels differ),
+    or, for BGR, a fixed 1x1 convolution that also swaps the channels."""
+    import keras
+    import numpy as np
+
+    mean, std = np.asarray(norm.mean), np.asarray(norm.std)
+    scale, offset = 255.0 / std, -mean / std  # x in [0, 1] is pixel / 255
+    if norm.bgr:
+        swap = np.zeros((1, 1, 3, 3), np.float32)
+        for c in range(3):
+            swap[0, 0, 2 - c, c] = scale[c]  # output channel c reads input channel 2 - c
+        conv = keras.layers.Conv2D(3, 1, name="unetq_input_norm", trainable=False)
+        out = conv(image)
+        conv.set_weights([swap, offset.astype(np.float32)])
+        return out
+    if np.allclose(scale, 1.0) and np.allclose(offset, 0.0):
+        return image
+    if np.ptp(scale) == 0 and np.ptp(offset) == 0:
+        scale, offset = float(scale[0]), float(offset[0])
+    return keras.layers.Rescaling(scale=scale, offset=offset, name="unetq_input_norm")(image)
+
+
+def _two_classes(y, info: ModelInfo):
+    """One channel y -> [2 cut - y, y]: the argmax is class 1 exactly where y > cut, and for a
+    sigmoid at the default cut 0.5 the pair is (1 - p, p), the two class probabilities."""
+    import keras
+
+    t = info.threshold
+    cut = t if info.output == "probabilities" else math.log(t / (1.0 - t))
+    other = keras.layers.Rescaling(scale=-1.0, offset=2.0 * cut, name="unetq_background")(y)
+    return keras.layers.Concatenate(name="unetq_binary_classes")([other, y])
 
 
 def _call_flat(model, x):
@@ -125,13 +264,4 @@ def _to_json(info: ModelInfo) -> dict[str, Any]:
 def adopted_info(info_file: Path) -> ModelInfo | None:
     """The ModelInfo a run folder holds for a model, or None."""
     data = read_json(info_file)
-    if not data:
-        return None
-    known = {f.name for f in dataclasses.fields(ModelInfo)}
-    data = {k: v for k, v in data.items() if k in known}
-    data["input_hw"] = tuple(data.get("input_hw", ()))
-    data["input_range"] = tuple(data.get("input_range", ()))
-    try:
-        return ModelInfo(**data)
-    except TypeError:
-        return None
+    return ModelInfo.from_json(data) if data else None

@@ -110,12 +110,52 @@ def benchmark(
     threads: Annotated[
         str | None, typer.Option("--threads", help="Comma list of counts or 'all' (1,all).")
     ] = None,
-    input_range: Annotated[
+    input_norm: Annotated[
         str | None,
         typer.Option(
-            "--input-range",
-            help="Pixels the model expects: 0,1 / -1,1 / 0,255 (default: from its Rescaling "
-            "layer, else 0,1).",
+            "--input-norm",
+            help="Pixels the model expects: unit [0,1], tf [-1,1], raw [0,255], imagenet (RGB "
+            "mean/std), caffe (BGR minus mean). Default: from its Rescaling or Normalization "
+            "layer, else unit.",
+        ),
+    ] = None,
+    input_range: Annotated[
+        str | None,
+        typer.Option("--input-range", help="Older form of --input-norm: 0,1 / -1,1 / 0,255."),
+    ] = None,
+    mean: Annotated[
+        str | None,
+        typer.Option(
+            "--mean", help="Per-channel mean R,G,B the model subtracts (0..1 or 0..255 units)."
+        ),
+    ] = None,
+    std: Annotated[
+        str | None,
+        typer.Option("--std", help="Per-channel std R,G,B it divides by (units as --mean)."),
+    ] = None,
+    bgr: Annotated[
+        bool, typer.Option("--bgr", help="The model takes BGR (with --mean/--std).")
+    ] = False,
+    output: Annotated[
+        str | None,
+        typer.Option(
+            "--output",
+            help="What its last layer gives: probabilities or logits (default: from its "
+            "activation).",
+        ),
+    ] = None,
+    threshold: Annotated[
+        float | None,
+        typer.Option(
+            "--threshold", help="One-channel (binary) head: foreground where p > this (0.5)."
+        ),
+    ] = None,
+    tile_overlap: Annotated[
+        int | None,
+        typer.Option(
+            "--tile-overlap",
+            min=0,
+            help="Evaluate whole images by overlapping tiles of the model's size (tile mode).",
         ),
     ] = None,
     size: Annotated[
@@ -130,17 +170,20 @@ def benchmark(
     """Your own model through every variant: compress, evaluate, bench, report; no training."""
     from unetq.benchmark import run_benchmark
     from unetq.config import build_config
-    from unetq.usermodel import model_id_for
+    from unetq.usermodel import Conventions, model_id_for
 
+    said = Conventions(input_norm, input_range, mean, std, bgr, output, threshold)
     values = {
         "name": model_id_for(model),
         "compress.variants": variants.split(",") if variants else None,
         "bench.threads": [t.strip() for t in threads.split(",")] if threads else None,
         "robustness.enabled": robustness,
     }
+    if tile_overlap is not None:
+        values |= {"data.mode": "tile", "data.tile_overlap": tile_overlap}
     cfg = build_config(preset, None, set_, values)
     run_dir = out or Path("runs") / model_id_for(model)
-    report = run_benchmark(model, cfg, run_dir, data_dir, fmt, input_range, size, console)
+    report = run_benchmark(model, cfg, run_dir, data_dir, fmt, said, size, console)
     print_summary(run_dir)
     console.print(f"[bold green]report:[/] {report}")
 

@@ -13,6 +13,7 @@ import pandas as pd
 from unetq.errors import UnetqError
 from unetq.fileio import write_text
 from unetq.recommend import DEFAULT_MAX_IOU_DROP, Budgets, recommend, summary_lines
+from unetq.records import ModelInfo
 from unetq.report import figures, inside
 from unetq.report.tables import (
     factor_effects,
@@ -154,17 +155,16 @@ def _context(run: RunFolder, dataset: dict, machine: dict, average: pd.DataFrame
     """What the numbers are about: the data, the user's model, the machine and its noise."""
     lines = [_dataset_line(dataset)]
     for model_id in run.model_ids():
-        info = read_json(run.model_info(model_id))
-        if info:
-            lo, hi = info.get("input_range", [0, 1])
-            h, w = info.get("input_hw", ["?", "?"])
+        data = read_json(run.model_info(model_id))
+        info = ModelInfo.from_json(data) if data else None
+        if info is not None:
+            h, w = info.input_hw
             lines.append(
                 f"<p class='note'>Model <b>{html.escape(model_id)}</b> from "
-                f"<code>{html.escape(str(info.get('source', '')))}</code>: {h}x{w} input"
-                f"{' (size fixed by unetq)' if info.get('size_fixed_by_unetq') else ''}, pixels "
-                f"in [{lo:g}, {hi:g}] ({html.escape(str(info.get('range_from', '')))}), "
-                f"{info.get('num_classes')} classes, {html.escape(str(info.get('output')))} "
-                "head.</p>"
+                f"<code>{html.escape(info.source)}</code>: {h}x{w} input"
+                f"{' (size fixed by unetq)' if info.size_fixed_by_unetq else ''}, "
+                f"{html.escape(info.input_norm.describe())} ({html.escape(info.norm_from)}), "
+                f"{html.escape(info.describe_head())}.</p>"
             )
     lines.append(_machine_line(machine, average))
     return "".join(lines)
