@@ -11,8 +11,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from unetq.conventions import Conventions
 from unetq.records import ModelInfo
-from unetq.usermodel import Conventions, adopted_info, inspect_model, model_id_for
+from unetq.usermodel import adopted_info, inspect_model, model_id_for
 
 keras = pytest.importorskip("keras")
 
@@ -233,8 +234,8 @@ def test_a_model_json_written_before_input_norm_still_reads(tmp_path):
     ],
 )
 def test_flags_that_describe_no_model_are_refused(said, message):
+    from unetq.conventions import input_norm_from_flags
     from unetq.errors import ConfigError
-    from unetq.usermodel import input_norm_from_flags
 
     with pytest.raises(ConfigError, match=re.escape(message)):
         input_norm_from_flags(said)

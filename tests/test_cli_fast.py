@@ -75,6 +75,17 @@ def run_cli(*argvs: list[str]) -> tuple[list[int], list[str], str]:
             "batch '0' is not a number of images >= 1 or 'async'",
         ),
         (["recommend", "--run", "r", "--objective", "fast"], 2, "'fast' is not latency or"),
+        (
+            ["benchmark", "--model", __file__, "--input-norm", "torch"],
+            2,
+            "--input-norm 'torch' is not one of unit, tf, raw, imagenet, caffe",
+        ),
+        (
+            ["benchmark", "--model", __file__, "--mean", "0.5,0.5,0.5"],
+            2,
+            "give --mean and --std together",
+        ),
+        (["benchmark", "--model", __file__, "--threshold", "2"], 2, "is not between 0 and 1"),
     ],
 )
 def test_help_and_usage_errors_import_nothing_heavy(argv, code, says):

@@ -1,4 +1,4 @@
-"""runtimes.py: keras, litert and openvino predictors agree; errors are one line."""
+"""runtimes.py: keras, litert, openvino and onnxruntime predictors agree; errors are one line."""
 
 from __future__ import annotations
 
@@ -50,13 +50,21 @@ def artifacts(tmp_path_factory):
     model_path = folder / "model.keras"
     build_model().save(model_path)
     cfg = CompressConfig(calibration_images=8, verify_images=2, int8_io="uint8")
-    variants = ["tflite-fp32", "tflite-int8", "openvino-fp32"]
+    variants = [
+        "tflite-fp32",
+        "tflite-int8",
+        "openvino-fp32",
+        "onnxruntime-fp32",
+        "onnxruntime-int8",
+    ]
     compress_model(model_path, variants, folder, images(8, 1), images(2, 2), cfg)
     return {
         "keras": model_path,
         "fp32": folder / "tflite-fp32.tflite",
         "int8": folder / "tflite-int8.tflite",
         "ir": folder / "openvino-fp32.xml",
+        "onnx": folder / "onnxruntime-fp32.onnx",
+        "onnx-int8": folder / "onnxruntime-int8.onnx",
     }
 
 
@@ -65,12 +73,14 @@ def test_runtimes_agree_on_classes(artifacts):
     k = load_predictor("keras", artifacts["keras"])
     lite = load_predictor("litert", artifacts["fp32"])
     ov = load_predictor("openvino", artifacts["ir"])
-    maps = {p.runtime: p.predict(test) for p in (k, lite, ov)}
+    ort = load_predictor("onnxruntime", artifacts["onnx"])
+    maps = {p.runtime: p.predict(test) for p in (k, lite, ov, ort)}
     for name, m in maps.items():
         assert m.shape == (3, SIZE, SIZE) and m.dtype == np.uint8, name
     assert np.mean(maps["litert"] == maps["keras"]) >= 0.99
     assert np.mean(maps["openvino"] == maps["keras"]) >= 0.99
-    for p in (k, lite, ov):
+    assert np.mean(maps["onnxruntime"] == maps["keras"]) >= 0.99
+    for p in (k, lite, ov, ort):
         assert p.input_hw == (SIZE, SIZE) and p.num_classes == 3
         probs = p.predict_proba(test)
         assert probs.dtype == np.float32 and probs.shape == (3, SIZE, SIZE, 3)
@@ -87,6 +97,23 @@ def test_run_is_the_single_image_call(artifacts):
     np.testing.assert_allclose(k.predict_proba(images(1, seed=4))[0], y[0], atol=1e-5)
     lite = load_predictor("litert", artifacts["fp32"])
     np.testing.assert_allclose(lite.run(x), y, atol=1e-4)
+    ort = load_predictor("onnxruntime", artifacts["onnx"])
+    np.testing.assert_allclose(ort.run(x), y, atol=1e-5)
+
+
+def test_onnxruntime_int8_is_quantized_and_batches_are_single_calls(artifacts):
+    fp32 = load_predictor("onnxruntime", artifacts["onnx"], threads=2)
+    int8 = load_predictor("onnxruntime", artifacts["onnx-int8"], threads=1, batch=4)
+    assert (fp32.precision, fp32.threads, int8.precision, int8.threads) == ("fp32", 2, "int8", 1)
+    import onnx
+
+    ops = {n.op_type for n in onnx.load(str(artifacts["onnx-int8"])).graph.node}
+    assert {"QuantizeLinear", "DequantizeLinear"} <= ops  # static QDQ, not dynamic
+    x = images(3, seed=5).astype(np.float32) / 255
+    batched = int8.run_batch(x)
+    one_by_one = np.concatenate([int8.run(x[i : i + 1]) for i in range(3)])
+    np.testing.assert_array_equal(batched, one_by_one)
+    assert np.mean(batched.argmax(-1) == fp32.run_batch(x).argmax(-1)) >= 0.9
 
 
 def test_litert_int8_io_is_quantized_and_dequantized(artifacts):
@@ -145,19 +172,20 @@ def test_unknown_runtime_lists_choices(artifacts):
     assert "onnx" in text and "keras, litert, openvino" in text and "\n" not in text
 
 
-@pytest.mark.parametrize("runtime", ["keras", "litert", "openvino"])
+FILES = {"keras": "model.keras", "litert": "x.tflite", "openvino": "x.xml", "onnxruntime": "x.onnx"}
+
+
+@pytest.mark.parametrize("runtime", list(FILES))
 def test_missing_artifact(runtime, tmp_path):
-    missing = (
-        tmp_path / {"keras": "model.keras", "litert": "x.tflite", "openvino": "x.xml"}[runtime]
-    )
+    missing = tmp_path / FILES[runtime]
     with pytest.raises(ModelError, match="not found") as exc:
         load_predictor(runtime, missing)
     assert str(missing) in str(exc.value) and "\n" not in str(exc.value)
 
 
-@pytest.mark.parametrize("runtime", ["litert", "openvino"])
+@pytest.mark.parametrize("runtime", ["litert", "openvino", "onnxruntime"])
 def test_corrupt_artifact(runtime, tmp_path):
-    bad = tmp_path / ("bad.tflite" if runtime == "litert" else "bad.xml")
+    bad = tmp_path / FILES[runtime]
     bad.write_bytes(b"\x00garbage" * 100)
     with pytest.raises(ModelError) as exc:
         load_predictor(runtime, bad)
@@ -256,7 +284,7 @@ def test_module_imports_no_heavy_runtime():
     import sys
 
     code = "import sys, unetq.runtimes; print(any(m in sys.modules for m in "
-    code += "('tensorflow', 'openvino', 'ai_edge_litert')))"
+    code += "('tensorflow', 'openvino', 'ai_edge_litert', 'onnxruntime', 'onnx')))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
 

@@ -15,6 +15,7 @@ from rich.console import Console
 
 from unetq.compress import random_images
 from unetq.config import StudyConfig
+from unetq.conventions import Conventions
 from unetq.data import detect_format, open_dataset
 from unetq.errors import ConfigError, DataError, UnetqError
 from unetq.records import ModelInfo
@@ -31,7 +32,7 @@ from unetq.study import (
     step_report,
     step_robustness,
 )
-from unetq.usermodel import Conventions, adopt, adopted_info, inspect_model, model_id_for
+from unetq.usermodel import adopt, adopted_info, inspect_model, model_id_for
 from unetq.variants import VARIANTS, validate_variants
 
 NO_DATA = "no dataset given (--data-dir): accuracy needs labelled images; measuring speed only"

@@ -99,6 +99,8 @@ class CompressConfig(_Strict):
         "openvino-fp32",
         "openvino-int8",
         "openvino-int8-guarded",
+        "onnxruntime-fp32",
+        "onnxruntime-int8",
     ]
     calibration_images: int = Field(100, ge=1)
     verify_images: int = Field(16, ge=1)
@@ -123,7 +125,7 @@ class EvaluateConfig(_Strict):
 
 
 class BenchConfig(_Strict):
-    runtimes: list[str] = ["keras", "litert", "openvino"]
+    runtimes: list[str] = ["keras", "litert", "openvino", "onnxruntime"]
     threads: list[int | Literal["all"]] = [1, "all"]
     repeats: int = Field(30, ge=3)
     warmup: int = Field(5, ge=0)

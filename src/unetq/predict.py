@@ -43,8 +43,11 @@ class PredictResult:
 
 
 def default_runtime(model: Path) -> str:
-    """The runtime of a model file, by its suffix: .keras/.h5 keras, .xml openvino, else litert."""
-    return {".keras": "keras", ".h5": "keras", ".xml": "openvino"}.get(model.suffix, "litert")
+    """The runtime of a model file, by its suffix: .keras/.h5 keras, .xml openvino, .onnx
+    onnxruntime, else litert."""
+    return {".keras": "keras", ".h5": "keras", ".xml": "openvino", ".onnx": "onnxruntime"}.get(
+        model.suffix, "litert"
+    )
 
 
 def run_tile_overlap(model: Path) -> int | None:

@@ -1,8 +1,9 @@
-"""Runtime registry: keras, litert, openvino -> a Predictor with one timed call, `run`.
+"""Runtime registry: keras, litert, openvino, onnxruntime -> a Predictor with one timed call,
+`run`.
 
 Every predictor takes float32 `[1, H, W, 3]` in [0, 1] and returns float32 `[1, H, W, C]`
-class probabilities. Heavy libraries (TensorFlow, LiteRT, OpenVINO) are imported inside the
-loaders, so a process that only runs LiteRT never pays for TensorFlow.
+class probabilities. Heavy libraries (TensorFlow, LiteRT, OpenVINO, ONNX Runtime) are imported
+inside the loaders, so a process that only runs LiteRT never pays for TensorFlow.
 """
 
 from __future__ import annotations
@@ -231,6 +232,11 @@ def segmentation_shape(
     pairs = zip(ishape[1:3], oshape[1:3], strict=False)  # ranks are checked just below
     spatial_ok = all(o is None or i is None or o == i for i, o in pairs)
     channels = oshape[-1] if len(oshape) == 4 else None
+    if channels == 1 and min_channels > 1:
+        raise ModelError(
+            f"{path}: one output channel (a binary head): bring the model in with `unetq "
+            "benchmark --model`, which cuts it at --threshold, then use its run folder"
+        )
     if not spatial_ok or channels is None or channels < min_channels:
         raise ModelError(
             f"{path}: output shape {oshape} is not per-pixel classes "
@@ -570,12 +576,70 @@ def ov_reason(exc: BaseException) -> str:
     return (useful or lines or [type(exc).__name__])[-1][:200]
 
 
+# ----------------------------------------------------------------------------- onnxruntime
+
+QDQ_OPS = {"QuantizeLinear", "DequantizeLinear", "QLinearConv", "ConvInteger"}
+
+
+class OnnxRuntimePredictor(Predictor):
+    """An .onnx model in ONNX Runtime's CPU execution provider (MLAS kernels), one session of
+    `threads` intra-op threads. unetq's exports have a batch dimension of 1, so `batch` images
+    go through one call each."""
+
+    runtime = "onnxruntime"
+
+    def __init__(
+        self, artifact: Path, threads: int = 1, precision: str | None = None, batch: int = 1, **_
+    ):
+        import onnxruntime as ort
+
+        self.artifact = _require_file(Path(artifact))
+        self.threads = int(threads)
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = self.threads
+        options.inter_op_num_threads = 1
+        options.log_severity_level = 3  # errors only
+        try:
+            self.session = ort.InferenceSession(
+                str(self.artifact), options, providers=["CPUExecutionProvider"]
+            )
+        except Exception as exc:
+            reason = first_line(exc)
+            raise ModelError(f"{self.artifact}: ONNX Runtime cannot load it: {reason}") from None
+        inputs, outputs = self.session.get_inputs(), self.session.get_outputs()
+        if len(inputs) != 1 or len(outputs) != 1:
+            raise ModelError(f"{self.artifact}: expected one input and one output tensor")
+        ishape, oshape = tuple(inputs[0].shape), tuple(outputs[0].shape)
+        if len(ishape) != 4 or ishape[3] != 3 or not all(isinstance(d, int) for d in ishape[1:]):
+            raise ModelError(f"{self.artifact}: input shape {ishape} is not [1, H, W, 3]")
+        if len(oshape) != 4 or tuple(oshape[1:3]) != tuple(ishape[1:3]) or oshape[3] < 2:
+            raise ModelError(f"{self.artifact}: output shape {oshape} is not [1, H, W, C>=2]")
+        self.input_hw = (int(ishape[1]), int(ishape[2]))
+        self.num_classes = int(oshape[3])
+        self._input = inputs[0].name
+        self.precision = precision or onnx_precision(self.artifact)
+        self.batch = int(batch)
+
+    def run(self, x: np.ndarray) -> np.ndarray:
+        x = np.ascontiguousarray(x, dtype=np.float32)
+        return self.session.run(None, {self._input: x})[0]
+
+
+def onnx_precision(artifact: Path) -> str:
+    """'int8' for a quantized (QDQ or integer-op) graph, else 'fp32'."""
+    import onnx
+
+    graph = onnx.load(str(artifact), load_external_data=False).graph
+    return "int8" if any(node.op_type in QDQ_OPS for node in graph.node) else "fp32"
+
+
 # ----------------------------------------------------------------------------- registry
 
 RUNTIMES: dict[str, Callable[..., Predictor]] = {
     "keras": KerasPredictor,
     "litert": LiteRTPredictor,
     "openvino": OpenVINOPredictor,
+    "onnxruntime": OnnxRuntimePredictor,
 }
 
 

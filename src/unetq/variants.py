@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from unetq.config import CompressConfig
-from unetq.convert import Converted, ConvertInputs, mixed, openvino, tflite
+from unetq.convert import Converted, ConvertInputs, mixed, onnxruntime, openvino, tflite
 from unetq.errors import UnetqError
 
 
@@ -19,7 +19,7 @@ from unetq.errors import UnetqError
 class Variant:
     name: str
     study_name: str  # the original study's name ('no compression', 'default', 'float16') or ''
-    runtime: str  # the runtime that runs it: 'keras', 'litert' or 'openvino'
+    runtime: str  # the runtime that runs it: 'keras', 'litert', 'openvino' or 'onnxruntime'
     suffix: str = ".tflite"  # artifact file: <name><suffix> (keras: model.keras)
     parts: tuple[str, ...] = ()  # more files of the artifact: <name><part>, e.g. OpenVINO's .bin
     slow: bool = False  # runs on LiteRT reference kernels (evaluate/bench on fewer images)
@@ -133,6 +133,24 @@ VARIANTS: dict[str, Variant] = {
             guarded=True,
             description="NNCF int8 with accuracy control: float where the IoU budget needs it",
             settings=_nncf_guard_settings,
+        ),
+        Variant(
+            "onnxruntime-fp32",
+            "",
+            "onnxruntime",
+            suffix=".onnx",
+            convert=onnxruntime.onnx_fp32,
+            description="ONNX graph of the fp32 export (tf2onnx, as Keras' ONNX export)",
+        ),
+        Variant(
+            "onnxruntime-int8",
+            "",
+            "onnxruntime",
+            suffix=".onnx",
+            convert=onnxruntime.onnx_int8,
+            calibrated=True,
+            description="ONNX Runtime static int8 (QDQ, per-channel), same calibration images",
+            settings=_calibration_settings,
         ),
     ]
 }

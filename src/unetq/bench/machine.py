@@ -36,6 +36,8 @@ PACKAGES = (
     "ai-edge-litert",
     "openvino",
     "nncf",
+    "onnxruntime",
+    "tf2onnx",
     "numpy",
     "unetq",
 )

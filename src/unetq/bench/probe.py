@@ -37,6 +37,7 @@ RUNTIME_IMPORTS = {
     "keras": ("tensorflow", "keras"),
     "litert": ("ai_edge_litert.interpreter",),
     "openvino": ("openvino",),
+    "onnxruntime": ("onnxruntime",),
 }
 
 
@@ -312,7 +313,7 @@ def _serve(
 
 def _probe_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m unetq.bench.probe", description=__doc__)
-    p.add_argument("--runtime", required=True, help="keras, litert, openvino, or none")
+    p.add_argument("--runtime", required=True, help="keras, litert, openvino, onnxruntime, or none")
     p.add_argument("--artifact", default="")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--precision", default=None)

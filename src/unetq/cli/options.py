@@ -44,7 +44,11 @@ def batch_setting(value: str | None) -> str | None:
 
 
 def needs_tensorflow(
-    command: Callable | None = None, *, files: tuple[str, ...] = (), one_of: tuple[str, ...] = ()
+    command: Callable | None = None,
+    *,
+    files: tuple[str, ...] = (),
+    one_of: tuple[str, ...] = (),
+    check: Callable[[dict], None] | None = None,
 ):
     """Import TensorFlow before the command's body runs, after its options are parsed (so
     `--help` and usage errors answer at once): in a process that also loads OpenVINO or LiteRT,
@@ -66,6 +70,8 @@ def needs_tensorflow(
                 path = kwargs.get(name)
                 if path is not None and not Path(path).is_file():
                     raise ModelError(f"model file not found: {path}")
+            if check is not None:
+                check(kwargs)
             import_tensorflow()
             return command(*args, **kwargs)
 

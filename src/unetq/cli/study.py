@@ -95,7 +95,20 @@ def _print_plan(cfg) -> None:
         say(line)
 
 
-@needs_tensorflow(files=("model",))
+def _conventions(options: dict):
+    from unetq.conventions import Conventions
+
+    names = ("input_norm", "input_range", "mean", "std", "bgr", "output", "threshold")
+    return Conventions(*(options[name] for name in names))
+
+
+def _check_conventions(options: dict) -> None:
+    from unetq.conventions import input_norm_from_flags
+
+    input_norm_from_flags(_conventions(options))
+
+
+@needs_tensorflow(files=("model",), check=_check_conventions)
 def benchmark(
     model: Annotated[Path, typer.Option("--model", help="Your trained model (.keras or .h5).")],
     data_dir: Annotated[
@@ -170,9 +183,9 @@ def benchmark(
     """Your own model through every variant: compress, evaluate, bench, report; no training."""
     from unetq.benchmark import run_benchmark
     from unetq.config import build_config
-    from unetq.usermodel import Conventions, model_id_for
+    from unetq.usermodel import model_id_for
 
-    said = Conventions(input_norm, input_range, mean, std, bgr, output, threshold)
+    said = _conventions(locals())
     values = {
         "name": model_id_for(model),
         "compress.variants": variants.split(",") if variants else None,
@@ -218,7 +231,9 @@ def predict(
     out: Annotated[Path, typer.Option(help="Folder for masks and overlays.")],
     model: Annotated[
         Path | None,
-        typer.Option(help="A Keras model (.keras), a .tflite or an OpenVINO .xml variant."),
+        typer.Option(
+            help="A Keras model (.keras), a .tflite, an OpenVINO .xml or an .onnx variant."
+        ),
     ] = None,
     run: Annotated[
         Path | None,
@@ -228,7 +243,8 @@ def predict(
         ),
     ] = None,
     runtime: Annotated[
-        str | None, typer.Option(help="keras, litert or openvino (default from the file).")
+        str | None,
+        typer.Option(help="keras, litert, openvino or onnxruntime (default from the file)."),
     ] = None,
     threads: Annotated[
         int | None, typer.Option(min=1, help="Inference threads (default: every usable core).")

@@ -3,6 +3,7 @@
 tflite.py    the TFLite converter's variants (builtin ops only: LiteRT has no Flex delegate)
 mixed.py     full int8 with the layers most sensitive to quantization kept in float (TFLite)
 openvino.py  OpenVINO IR, NNCF post-training int8 and accuracy-controlled int8
+onnxruntime.py  ONNX graph of the export (tf2onnx) and ONNX Runtime's static int8 of it
 
 A converter takes ConvertInputs and returns Converted: the artifact's bytes by file suffix and
 details for the artifact's sidecar. TensorFlow, OpenVINO and NNCF are imported inside the

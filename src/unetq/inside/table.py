@@ -50,10 +50,18 @@ VARIANT_PRECISION = {
     "openvino-fp32": FP32,
     "openvino-int8": INT8,
     "openvino-int8-guarded": INT8,
+    "onnxruntime-fp32": FP32,
+    "onnxruntime-int8": INT8,
 }
 # The runtime whose measured peaks hold for a variant's runtime: TensorFlow runs oneDNN, as
-# OpenVINO's CPU plugin does.
-PEAKS_OF = {"keras": "openvino", "litert": "litert", "openvino": "openvino"}
+# OpenVINO's CPU plugin does; ONNX Runtime's MLAS kernels are held to the same peaks (its own
+# are not measured).
+PEAKS_OF = {
+    "keras": "openvino",
+    "litert": "litert",
+    "openvino": "openvino",
+    "onnxruntime": "openvino",
+}
 BY_NAME = {"f32": FP32, "bf16": BF16, "int8": INT8}
 
 

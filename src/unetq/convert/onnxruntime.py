@@ -1,0 +1,81 @@
+"""ONNX Runtime variants of an exported SavedModel: the fp32 ONNX graph tf2onnx makes of it (the
+path Keras' own `model.export(format="onnx")` takes), and ONNX Runtime's static int8 of it
+(QDQ, per-channel weights, the same calibration images as the other int8 variants)."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import tempfile
+from pathlib import Path
+
+from unetq.convert import Converted, ConvertInputs
+from unetq.errors import ModelError, first_line
+
+OPSET = 17  # what ONNX Runtime 1.2x and OpenVINO read; tf2onnx's default is older
+
+
+def onnx_fp32(inputs: ConvertInputs) -> Converted:
+    return Converted({".onnx": _onnx_of_export(inputs.saved_model_dir)})
+
+
+def onnx_int8(inputs: ConvertInputs) -> Converted:
+    """Static int8: activations uint8 (MinMax ranges over the calibration images), weights int8
+    per output channel, as QuantizeLinear / DequantizeLinear pairs ONNX Runtime fuses."""
+    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, quantize_static
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    images = inputs.require_calibration()
+
+    class Calibration(CalibrationDataReader):
+        def __init__(self):
+            self.images = iter(images)
+
+        def get_next(self):
+            image = next(self.images, None)
+            return None if image is None else {"image": image[None]}
+
+    with tempfile.TemporaryDirectory(prefix="unetq-onnx-") as tmp:
+        fp32, ready, int8 = (Path(tmp) / name for name in ("fp32.onnx", "pre.onnx", "int8.onnx"))
+        fp32.write_bytes(_onnx_of_export(inputs.saved_model_dir))
+        try:
+            with _quiet():
+                quant_pre_process(str(fp32), str(ready), skip_symbolic_shape=True)
+                quantize_static(
+                    str(ready), str(int8), Calibration(), quant_format=QuantFormat.QDQ,
+                    per_channel=True,
+                )  # fmt: skip
+        except Exception as exc:
+            raise ModelError(
+                f"ONNX Runtime cannot quantize the export: {first_line(exc)}"
+            ) from None
+        return Converted({".onnx": int8.read_bytes()}, {"onnx_quantization": "static QDQ U8S8"})
+
+
+def _onnx_of_export(saved_model_dir: Path) -> bytes:
+    """The export's serving signature as an ONNX graph with the input named 'image'."""
+    import tensorflow as tf
+    import tf2onnx
+
+    loaded = tf.saved_model.load(str(saved_model_dir))  # kept: the signature uses its variables
+    serve = loaded.signatures["serve"]
+    spec = serve.structured_input_signature[1]["image"]
+    signature = [tf.TensorSpec(spec.shape, tf.float32, name="image")]
+    try:
+        with _quiet():
+            proto, _ = tf2onnx.convert.from_function(
+                tf.function(lambda image: serve(image=image)), signature, opset=OPSET
+            )
+    except Exception as exc:
+        raise ModelError(f"tf2onnx cannot convert the export: {first_line(exc)}") from None
+    return proto.SerializeToString()
+
+
+@contextlib.contextmanager
+def _quiet():
+    """tf2onnx and the quantizer log every step to stdout / stderr; a progress bar runs."""
+    import logging
+
+    logging.getLogger("tf2onnx").setLevel(logging.ERROR)
+    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+        yield
