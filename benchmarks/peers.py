@@ -10,6 +10,10 @@ For the model in a run folder (trained, compressed, evaluated and benchmarked by
 - "OpenVINO + NNCF one-liner": `ov.convert_model(model)` on the Keras model, then
   `nncf.quantize(model, nncf.Dataset(images))` with its defaults, compiled by OpenVINO with
   its defaults (a dynamic batch is fixed to 1 for the timed call).
+- "OpenVINO one-liner": `ov.convert_model(model)` compiled with its defaults, no NNCF (on a CPU
+  with native bf16 the plugin runs it in bf16, which a user gets for free).
+- "ONNX Runtime int8 one-liner": Keras' `model.export(path, format="onnx")`, then
+  `onnxruntime.quantization.quantize_static` with its defaults.
 - unetq's recommended variant at each thread count (`unetq recommend`, 0.5 fg IoU points) and
   unetq's keras, tflite-int8 and openvino-int8 for reference.
 The one-liners are calibrated on the same training images as unetq's int8 variants and scored
@@ -40,6 +44,7 @@ from unetq.models import count_macs, to_input, with_static_batch
 from unetq.recommend import Budgets, recommend
 from unetq.runfolder import RunFolder
 from unetq.runtimes import load_keras_model, load_predictor, native_stderr_quiet
+from unetq.variants import VARIANTS
 
 
 def litert_one_liner(model, calibration: np.ndarray, folder: Path) -> tuple[Path, str]:
@@ -81,6 +86,37 @@ def openvino_one_liner(model, calibration: np.ndarray, folder: Path) -> tuple[Pa
     return path, "ov.convert_model(keras model) + nncf.quantize defaults"
 
 
+def openvino_plain(model, folder: Path) -> tuple[Path, str]:
+    import openvino as ov
+
+    with native_stderr_quiet():
+        converted = ov.convert_model(model)
+    path = folder / "plain-openvino.xml"
+    ov.save_model(converted, str(path))
+    return path, "ov.convert_model(keras model), compiled with the plugin's defaults"
+
+
+def onnxruntime_one_liner(model, calibration: np.ndarray, folder: Path) -> tuple[Path, str]:
+    import onnx
+    from onnxruntime.quantization import CalibrationDataReader, quantize_static
+
+    fp32, int8 = folder / "plain.onnx", folder / "plain-int8.onnx"
+    with contextlib.redirect_stdout(io.StringIO()), native_stderr_quiet():
+        model.export(str(fp32), format="onnx")
+    name = onnx.load(str(fp32)).graph.input[0].name
+
+    class Images(CalibrationDataReader):
+        def __init__(self):
+            self.images = iter(calibration)
+
+        def get_next(self):
+            image = next(self.images, None)
+            return None if image is None else {name: image[None]}
+
+    quantize_static(str(fp32), str(int8), Images())
+    return int8, "model.export(format='onnx') + quantize_static defaults"
+
+
 def fg_iou(runtime: str, artifact: Path, test, num_classes: int, background: int) -> float:
     predictor = load_predictor(runtime, artifact, threads=2)
     return mean_fg_iou(test.masks, predictor.predict(test.images), num_classes, background)
@@ -113,13 +149,13 @@ def main() -> None:
         if rec.chosen is not None:
             name = f"unetq recommended ({rec.chosen.variant})"
             rows[name] = (
-                "openvino" if rec.chosen.runtime == "openvino" else rec.chosen.runtime,
+                rec.chosen.runtime,
                 rec.chosen.artifact,
                 f"unetq recommend at {t} thread(s)",
             )
-    for variant in ("keras", "tflite-int8", "openvino-int8"):
+    for variant in ("keras", "tflite-int8", "openvino-int8", "onnxruntime-int8"):
         artifact = run.artifact(model_id, variant)
-        runtime = {"keras": "keras", "tflite-int8": "litert"}.get(variant, "openvino")
+        runtime = VARIANTS[variant].runtime
         if artifact.exists():
             rows.setdefault(f"unetq {variant}", (runtime, artifact, ""))
     with tempfile.TemporaryDirectory(prefix="unetq-peers-") as tmp:
@@ -128,6 +164,10 @@ def main() -> None:
         rows["plain LiteRT int8 one-liner"] = ("litert", path, note)
         path, note = openvino_one_liner(model, float_calibration, Path(tmp))
         rows["plain OpenVINO + NNCF one-liner"] = ("openvino", path, note)
+        path, note = openvino_plain(model, Path(tmp))
+        rows["plain OpenVINO one-liner"] = ("openvino", path, note)
+        path, note = onnxruntime_one_liner(model, float_calibration, Path(tmp))
+        rows["plain ONNX Runtime int8 one-liner"] = ("onnxruntime", path, note)
         accuracy = {
             name: fg_iou(rt, art, test, index.num_classes, index.background_class)
             for name, (rt, art, _) in rows.items()
