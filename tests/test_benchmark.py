@@ -445,3 +445,18 @@ def test_a_binary_sigmoid_model_on_imagenet_pixels_scored_by_tiles(tmp_path, cac
     variant = "keras" if artifact.name == "model.keras" else artifact.stem
     mine = fg_iou_of_masks(predicted, data / "masks", names)
     assert abs(mine - average.loc[variant, "fg_iou"]) < 1e-3, (variant, mine)
+
+
+def test_a_tile_overlap_as_large_as_the_model_input_is_refused_before_writing(tmp_path):
+    from unetq.benchmark import run_benchmark
+    from unetq.config import build_config
+    from unetq.errors import ConfigError
+
+    path = tmp_path / "seg.keras"
+    segmenter(size=32).save(path)
+    cfg = build_config("smoke", None, None, {"data.mode": "tile", "data.tile_overlap": 8})
+    cfg = cfg.model_copy(update={"data": cfg.data.model_copy(update={"tile_overlap": 32})})
+    out = tmp_path / "out"
+    with pytest.raises(ConfigError, match="--tile-overlap 32 must be smaller than the model's 32"):
+        run_benchmark(path, cfg, out, binary_folder(tmp_path / "data"))
+    assert not out.exists()
