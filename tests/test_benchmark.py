@@ -460,3 +460,13 @@ def test_a_tile_overlap_as_large_as_the_model_input_is_refused_before_writing(tm
     with pytest.raises(ConfigError, match="--tile-overlap 32 must be smaller than the model's 32"):
         run_benchmark(path, cfg, out, binary_folder(tmp_path / "data"))
     assert not out.exists()
+
+
+@pytest.mark.parametrize("suffix", [".onnx", ".tflite"])
+def test_onnx_and_tflite_models_are_refused_in_one_line(tmp_path, suffix):
+    from unetq.errors import ModelError
+
+    path = tmp_path / f"model{suffix}"
+    path.write_bytes(b"not read")
+    with pytest.raises(ModelError, match="models are not taken in yet; unetq benchmark reads"):
+        inspect_model(path)

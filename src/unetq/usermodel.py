@@ -26,6 +26,8 @@ from unetq.records import InputNorm, ModelInfo
 from unetq.runfolder import MODEL_FILE, file_digest, read_json
 from unetq.runtimes import load_keras_model, segmentation_shape
 
+NOT_YET = {".onnx": "ONNX", ".tflite": "TFLite"}  # issue 26's next step
+
 
 def model_id_for(path: Path) -> str:
     """`models/<id>/model.keras` -> id; any other file -> its stem; made safe for a folder."""
@@ -46,6 +48,11 @@ def inspect_model(path: Path, said: Conventions | None = None, size: int | None 
             "model.save('name.keras')"
         )
     norm, norm_from = input_norm_from_flags(said)  # usage errors before the model loads
+    if path.suffix in NOT_YET:
+        raise ModelError(
+            f"{path}: {NOT_YET[path.suffix]} models are not taken in yet; unetq benchmark reads "
+            "Keras models (.keras, .h5). `unetq predict --model` runs .onnx and .tflite files"
+        )
     model = load_keras_model(path)
     h, w, channels = segmentation_shape(model, path, min_channels=1)
     fixed = h is None or w is None
