@@ -98,22 +98,15 @@ def openvino_plain(model, folder: Path) -> tuple[Path, str]:
 
 def onnxruntime_one_liner(model, calibration: np.ndarray, folder: Path) -> tuple[Path, str]:
     import onnx
-    from onnxruntime.quantization import CalibrationDataReader, quantize_static
+    from onnxruntime.quantization import quantize_static
+
+    from unetq.convert.onnxruntime import calibration_reader
 
     fp32, int8 = folder / "plain.onnx", folder / "plain-int8.onnx"
     with contextlib.redirect_stdout(io.StringIO()), native_stderr_quiet():
         model.export(str(fp32), format="onnx")
     name = onnx.load(str(fp32)).graph.input[0].name
-
-    class Images(CalibrationDataReader):
-        def __init__(self):
-            self.images = iter(calibration)
-
-        def get_next(self):
-            image = next(self.images, None)
-            return None if image is None else {name: image[None]}
-
-    quantize_static(str(fp32), str(int8), Images())
+    quantize_static(str(fp32), str(int8), calibration_reader(calibration, name))
     return int8, "model.export(format='onnx') + quantize_static defaults"
 
 

@@ -377,19 +377,6 @@ def test_without_data_it_measures_speed_and_says_accuracy_needs_data(tmp_path, c
     assert "accuracy not measured (no dataset)" in html
 
 
-def fg_iou_of_masks(predicted: Path, truth: Path, names: list[str]) -> float:
-    """Mean foreground IoU over images, from mask PNGs alone (empty truth and prediction: 1)."""
-    from PIL import Image
-
-    ious = []
-    for name in names:
-        pred = np.asarray(Image.open(predicted / f"{name}_mask.png")) == 1
-        true = np.asarray(Image.open(truth / f"{name}.png")) == 255
-        union = (pred | true).sum()
-        ious.append((pred & true).sum() / union if union else 1.0)
-    return float(np.mean(ious))
-
-
 @pytest.mark.slow
 def test_a_binary_sigmoid_model_on_imagenet_pixels_scored_by_tiles(tmp_path, cache_env):
     """An outside binary U-Net (one sigmoid channel, ImageNet mean / std) through the variants
@@ -397,6 +384,7 @@ def test_a_binary_sigmoid_model_on_imagenet_pixels_scored_by_tiles(tmp_path, cac
     report's."""
     import shutil
 
+    from mask_iou import mean_fg_iou
     from outside_model import binary_unet, imagenet_pixels
 
     from unetq.predict import recommended
@@ -443,7 +431,7 @@ def test_a_binary_sigmoid_model_on_imagenet_pixels_scored_by_tiles(tmp_path, cac
     assert proc.returncode == 0, proc.stderr[-3000:]
     artifact = recommended(out).artifact  # what predict --run segmented with
     variant = "keras" if artifact.name == "model.keras" else artifact.stem
-    mine = fg_iou_of_masks(predicted, data / "masks", names)
+    mine = mean_fg_iou(predicted, data / "masks", names)  # benchmarks/mask_iou.py
     assert abs(mine - average.loc[variant, "fg_iou"]) < 1e-3, (variant, mine)
 
 

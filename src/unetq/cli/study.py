@@ -96,10 +96,11 @@ def _print_plan(cfg) -> None:
 
 
 def _conventions(options: dict):
+    import dataclasses
+
     from unetq.conventions import Conventions
 
-    names = ("input_norm", "input_range", "mean", "std", "bgr", "output", "threshold")
-    return Conventions(*(options[name] for name in names))
+    return Conventions(**{f.name: options[f.name] for f in dataclasses.fields(Conventions)})
 
 
 def _check_conventions(options: dict) -> None:

@@ -22,19 +22,10 @@ def onnx_fp32(inputs: ConvertInputs) -> Converted:
 def onnx_int8(inputs: ConvertInputs) -> Converted:
     """Static int8: activations uint8 (MinMax ranges over the calibration images), weights int8
     per output channel, as QuantizeLinear / DequantizeLinear pairs ONNX Runtime fuses."""
-    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, quantize_static
+    from onnxruntime.quantization import QuantFormat, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
     images = inputs.require_calibration()
-
-    class Calibration(CalibrationDataReader):
-        def __init__(self):
-            self.images = iter(images)
-
-        def get_next(self):
-            image = next(self.images, None)
-            return None if image is None else {"image": image[None]}
-
     with tempfile.TemporaryDirectory(prefix="unetq-onnx-") as tmp:
         fp32, ready, int8 = (Path(tmp) / name for name in ("fp32.onnx", "pre.onnx", "int8.onnx"))
         fp32.write_bytes(_onnx_of_export(inputs.saved_model_dir))
@@ -42,7 +33,7 @@ def onnx_int8(inputs: ConvertInputs) -> Converted:
             with _quiet():
                 quant_pre_process(str(fp32), str(ready), skip_symbolic_shape=True)
                 quantize_static(
-                    str(ready), str(int8), Calibration(), quant_format=QuantFormat.QDQ,
+                    str(ready), str(int8), calibration_reader(images), quant_format=QuantFormat.QDQ,
                     per_channel=True,
                 )  # fmt: skip
         except Exception as exc:
@@ -50,6 +41,21 @@ def onnx_int8(inputs: ConvertInputs) -> Converted:
                 f"ONNX Runtime cannot quantize the export: {first_line(exc)}"
             ) from None
         return Converted({".onnx": int8.read_bytes()}, {"onnx_quantization": "static QDQ U8S8"})
+
+
+def calibration_reader(images, input_name: str = "image"):
+    """ONNX Runtime's CalibrationDataReader over float32 images [N, H, W, 3], one at a time."""
+    from onnxruntime.quantization import CalibrationDataReader
+
+    class Images(CalibrationDataReader):
+        def __init__(self):
+            self.images = iter(images)
+
+        def get_next(self):
+            image = next(self.images, None)
+            return None if image is None else {input_name: image[None]}
+
+    return Images()
 
 
 def _onnx_of_export(saved_model_dir: Path) -> bytes:
