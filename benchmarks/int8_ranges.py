@@ -82,7 +82,7 @@ def model_drops(run: RunFolder, model_id: str) -> dict[str, dict[str, float]]:
         out = {}
         for ranges in RANGES:
             int8 = openvino_int8(
-                ConvertInputs(inputs.saved_model_dir, inputs.calibration, openvino_ranges=ranges)
+                ConvertInputs(inputs.source, inputs.calibration, openvino_ranges=ranges)
             )
             predict = _predict(compiled(int8.files))
             out[ranges] = {

@@ -450,11 +450,13 @@ def test_a_tile_overlap_as_large_as_the_model_input_is_refused_before_writing(tm
     assert not out.exists()
 
 
-@pytest.mark.parametrize("suffix", [".onnx", ".tflite"])
-def test_onnx_and_tflite_models_are_refused_in_one_line(tmp_path, suffix):
-    from unetq.errors import ModelError
-
+@pytest.mark.parametrize(
+    ("suffix", "message"),
+    [(".onnx", "not a readable ONNX model"), (".tflite", "cannot load TFLite model")],
+)
+def test_corrupt_onnx_and_tflite_files_end_in_one_line(tmp_path, suffix, message):
     path = tmp_path / f"model{suffix}"
     path.write_bytes(b"not read")
-    with pytest.raises(ModelError, match="models are not taken in yet; unetq benchmark reads"):
-        inspect_model(path)
+    proc = unetq("benchmark", "--model", path, "--out", tmp_path / "out")
+    assert proc.returncode == 2 and message in one_error_line(proc)
+    assert not (tmp_path / "out").exists()

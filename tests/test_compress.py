@@ -20,7 +20,7 @@ from unetq.models import build_model, to_input
 from unetq.records import CompressRecord
 from unetq.runfolder import RunFolder, artifact_path, artifact_size, read_json, sidecar_path
 from unetq.runtimes import load_predictor
-from unetq.variants import VARIANTS, validate_variants
+from unetq.variants import VARIANTS, for_origin, is_original, original_of, validate_variants
 
 keras = pytest.importorskip("keras")
 tf = pytest.importorskip("tensorflow")
@@ -351,16 +351,38 @@ def test_cli_names_a_variant_it_could_not_make_in_one_line(model_path, tmp_path)
 
 
 def test_validate_variants():
-    assert validate_variants(["all"]) == list(VARIANTS)
+    everything = validate_variants(["all"])  # what a Keras model can become
+    assert everything == [v for v in VARIANTS if v not in ("onnx", "tflite")]
     assert validate_variants("tflite-int8,keras,tflite-int8") == ["tflite-int8", "keras"]
     with pytest.raises(UnetqError, match="choose from all, keras"):
         validate_variants(["fp8"])
     assert artifact_path(Path("m"), "keras") == Path("m/model.keras")
+    assert artifact_path(Path("m"), "onnx") == Path("m/model.onnx")
+    assert artifact_path(Path("m"), "tflite") == Path("m/model.tflite")
     assert artifact_path(Path("m"), "tflite-fp16") == Path("m/tflite-fp16.tflite")
     assert VARIANTS["tflite-int16x8"].slow
     assert VARIANTS["tflite-dynamic-int8"].study_name == "default"
     assert VARIANTS["tflite-fp16"].study_name == "float16"
     assert VARIANTS["keras"].study_name == "no compression"
+
+
+def test_each_format_keeps_the_variants_it_can_be_made_into():
+    asked = ["keras", "tflite-fp32", "tflite-int8", "openvino-int8", "onnxruntime-fp32"]
+    asked.append("onnxruntime-int8")
+    assert for_origin(asked, "keras") == (asked, [])
+    # an ONNX model is its own onnxruntime-fp32; the TFLite converter needs a TensorFlow model
+    assert for_origin(asked, "onnx") == (
+        ["onnx", "openvino-int8", "onnxruntime-int8"],
+        ["tflite-fp32", "tflite-int8"],
+    )
+    # a .tflite file is its own tflite-fp32; ONNX Runtime reads it through tf2onnx
+    assert for_origin(asked, "tflite") == (
+        ["tflite", "openvino-int8", "onnxruntime-fp32", "onnxruntime-int8"],
+        ["tflite-int8"],
+    )
+    assert [original_of(f) for f in ("keras", "onnx", "tflite")] == ["keras", "onnx", "tflite"]
+    assert is_original("onnx", "onnxruntime") and not is_original("onnx", "openvino")
+    assert not is_original("onnxruntime-fp32")
 
 
 def test_csv_rows_keep_other_models(compressed, tmp_path):

@@ -162,7 +162,7 @@ def test_every_variant_has_a_converter_and_its_own_artifact(tmp_path):
     names = [runfolder.artifact_path(tmp_path, v).name for v in VARIANTS]
     assert len(set(names)) == len(names)
     for variant in VARIANTS.values():
-        assert (variant.convert is None) == (variant.name == "keras"), variant.name
+        assert (variant.convert is None) == variant.original, variant.name
 
 
 @pytest.mark.parametrize(

@@ -1,10 +1,11 @@
 """`unetq benchmark --model FILE`: a user's own trained model through every variant, no training.
 
 The run folder is the study's with one model: models/<model_id>/model.keras (the model as unetq
-runs it, see unetq.usermodel) and model.json (where it came from, its size, its pixels, its head),
-then compress -> evaluate -> bench -> robustness (if asked) -> report, with the same CSVs,
-resumable like a study. Without a dataset it still measures speed, size and memory; accuracy
-and the guarded variants need labelled images, and the run says so.
+runs it, see unetq.usermodel; model.onnx or model.tflite for those formats) and model.json
+(where it came from, its size, its pixels, its head), then compress -> evaluate -> bench ->
+robustness (if asked) -> report, with the same CSVs, resumable like a study. Without a dataset
+it still measures speed, size and memory; accuracy and the guarded variants need labelled
+images, and the run says so.
 """
 
 from __future__ import annotations
@@ -33,8 +34,9 @@ from unetq.study import (
     step_robustness,
 )
 from unetq.usermodel import adopt, adopted_info, inspect_model, model_id_for
-from unetq.variants import VARIANTS, validate_variants
+from unetq.variants import VARIANTS, for_origin, original_of, validate_variants
 
+FORMATS = {"keras": "a Keras model", "onnx": "an ONNX model", "tflite": "a .tflite file"}
 NO_DATA = "no dataset given (--data-dir): accuracy needs labelled images; measuring speed only"
 
 
@@ -51,8 +53,14 @@ def run_benchmark(
     """Check the model and the data against each other before anything is written, then bring
     the model in and run the steps. `data_format` None: detected from the folder."""
     console = console or Console()
-    variants = validate_variants(cfg.compress.variants)
     model, info = inspect_model(model_path, said, size or cfg.data.image_size)
+    variants, dropped = for_origin(validate_variants(cfg.compress.variants), info.format)
+    if dropped:
+        console.print(
+            f"[yellow]not made from {FORMATS[info.format]}:[/] {', '.join(dropped)} "
+            "(the TFLite converter starts from a TensorFlow model)",
+            highlight=False,
+        )
     data = {"image_size": info.input_hw[0]}
     if data_dir is not None:
         data.update(data_dir=Path(data_dir), source="auto")
@@ -85,8 +93,9 @@ def run_benchmark(
         raise UnetqError(f"{run.root} holds other models ({', '.join(others)}); use another --out")
 
     def step_model(ctx: StudyContext) -> None:
-        if known is None or not run.model_file(model_id).exists():
-            adopt(model, info, run.model_file(model_id), run.model_info(model_id))
+        original = run.artifact(model_id, original_of(info.format))
+        if known is None or not original.exists():
+            adopt(model, info, original, run.model_info(model_id))
         ctx.console.print(_model_line(model_id, info), highlight=False, soft_wrap=True)
 
     steps = [("model", step_model)]

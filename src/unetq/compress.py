@@ -1,4 +1,5 @@
-"""Compress: a Keras model -> one artifact per variant -> CompressRecord.
+"""Compress: a Keras model (or a user's ONNX / TFLite model) -> one artifact per variant ->
+CompressRecord.
 
 Every variant is exported with a static input shape [1, H, W, 3] (unetq.export) and converted by
 its entry in the registry (unetq.variants). Artifacts are written atomically with a sidecar
@@ -9,6 +10,8 @@ sizes, conversion time, verification), so a rerun skips finished variants and re
 Conversion path: Keras ExportArchive -> SavedModel (temporary) -> TFLiteConverter.from_saved_model,
 TensorFlow's Keras 3 route. `from_concrete_functions(..., model)` with a Keras 3 model keeps the
 weights as resource variables (VAR_HANDLE/READ_VARIABLE ops), which breaks int8 calibration.
+A user's .onnx or .tflite file is its own source: the variants its format can be made into
+(Variant.origins) are converted from it, and it is every variant's reference on its runtime.
 """
 
 from __future__ import annotations
@@ -44,6 +47,7 @@ from unetq.runfolder import (
     artifact_path,
     artifact_size,
     file_digest,
+    model_origin,
     read_json,
     run_of_artifact,
     sidecar_path,
@@ -57,7 +61,14 @@ from unetq.runtimes import (
     segmentation_shape,
     usable_cores,
 )
-from unetq.variants import VARIANTS, Variant, quantization_name, validate_variants
+from unetq.variants import (
+    VARIANTS,
+    Variant,
+    for_origin,
+    original_of,
+    quantization_name,
+    validate_variants,
+)
 from unetq.work import Failures, Stage, Unit, read_record, run_stage, write_record
 
 if TYPE_CHECKING:
@@ -203,6 +214,10 @@ class CompressStage(Stage):
     def model_path(self, model_id: str) -> Path:
         return self.root / self.models[model_id]
 
+    def model_variants(self, model_id: str) -> list[str]:
+        """The variants asked for that this model's format can be made into."""
+        return for_origin(self.variants, model_origin(self.model_path(model_id)))[0]
+
     def out_dir(self, model_id: str) -> Path:
         return self.out if self.out is not None else self.model_path(model_id).parent
 
@@ -214,9 +229,9 @@ class CompressStage(Stage):
             if not path.is_file():
                 raise ModelError(f"model file not found: {path}")
             source = file_digest(path)
-            for name in self.variants:
+            for name in self.model_variants(model_id):
                 variant = VARIANTS[name]
-                if variant.convert is None:  # the Keras model itself: nothing to make
+                if variant.original:  # the model itself: nothing to make
                     continue
                 artifact = artifact_path(self.out_dir(model_id), name)
                 inputs = {
@@ -234,12 +249,16 @@ class CompressStage(Stage):
     def run(self, group: list[Unit], progress: Progress | None = None) -> Failures:
         model_id = group[0].group
         path = self.model_path(model_id)
-        model = _load_model(path)
-        h, w, _ = segmentation_shape(model, path)
+        if model_origin(path) == "keras":
+            model = _load_model(path)
+            h, w, _ = segmentation_shape(model, path)
+        else:  # a user's file, run by its own runtime
+            model = load_predictor(VARIANTS[original_of(model_origin(path))].runtime, path)
+            h, w = model.input_hw
         _image_hw(self.verify, "verification", (h, w), path)
         job = _Job(model, path, self.hw, self.calibration, self.verify, self.cfg, self.validation)
         fp32_size = None
-        if "tflite-fp32" not in self.variants:
+        if "tflite-fp32" not in self.model_variants(model_id):
             with contextlib.suppress(UnetqError):  # then the ratios stay empty
                 fp32_size = job.fp32_size()
         failures: Failures = {}
@@ -268,11 +287,11 @@ class CompressStage(Stage):
         records = []
         for model_id in self.models:
             ours, fp32_sizes = [], []
-            for name in self.variants:
+            for name in self.model_variants(model_id):
                 unit = by_key.get((model_id, name))
                 done = read_record(unit) if unit is not None else None
                 if unit is None:
-                    ours.append(self._keras_record(model_id))
+                    ours.append(self._original_record(model_id, name))
                 elif done is None:
                     reason = failures.get(unit.key, "not converted")
                     ours.append(failed_record(model_id, name, reason))
@@ -290,11 +309,11 @@ class CompressStage(Stage):
     def needs(self, group: list[Unit]) -> list[Path]:
         return [self.model_path(group[0].group).parent]
 
-    def _keras_record(self, model_id: str) -> CompressRecord:
+    def _original_record(self, model_id: str, variant: str) -> CompressRecord:
         path = self.model_path(model_id)
         return CompressRecord(
             model_id=model_id,
-            variant="keras",
+            variant=variant,
             path=str(path),
             size_bytes=path.stat().st_size,
             size_ratio_to_fp32=math.nan,
@@ -389,7 +408,9 @@ class _Digests:
 
 
 class _Job:
-    """One model's conversions: shared SavedModel export and Keras reference outputs."""
+    """One model's conversions: shared SavedModel export and Keras reference outputs (for a
+    user's ONNX / TFLite file, `model` is its predictor: the file is the source and its outputs
+    the reference)."""
 
     def __init__(self, model, model_path, hw, calibration, verify, cfg, validation=None):
         self.model, self.model_path, self.hw, self.cfg = model, model_path, hw, cfg
@@ -466,7 +487,9 @@ class _Job:
         probs = predictor.predict_proba(self.verify)
         reference = self.reference()
         if probs.shape != reference.shape:
-            raise ModelError(f"{path}: output shape {probs.shape[1:]} differs from the Keras model")
+            raise ModelError(
+                f"{path}: output shape {probs.shape[1:]} differs from the original model's"
+            )
         return {
             "images": len(self.verify),
             "agreement": float(np.mean(probs.argmax(-1) == reference.argmax(-1))),
@@ -475,8 +498,14 @@ class _Job:
             "io_dtype": getattr(predictor, "io_dtype", "float32"),
         }
 
+    @property
+    def keras(self) -> bool:
+        return model_origin(self.model_path) == "keras"
+
     def reference(self) -> np.ndarray:
-        """Keras outputs on the verification images (computed once)."""
+        """The original's outputs on the verification images (computed once)."""
+        if self._reference is None and not self.keras:
+            self._reference = self.model.predict_proba(self.verify)
         if self._reference is None:
             tf = import_tensorflow()
             model = self.model
@@ -492,14 +521,20 @@ class _Job:
         return self._reference
 
     def saved_model(self) -> Path:
-        """Export the model once to a temporary SavedModel with a static [1, H, W, 3] input."""
+        """Export the model once to a temporary SavedModel with a static [1, H, W, 3] input
+        (a user's ONNX / TFLite file is its own source)."""
+        if not self.keras:
+            return self.model_path
         if self._saved_model is None:
             folder = Path(self._stack.enter_context(tempfile.TemporaryDirectory(prefix="unetq-")))
             self._saved_model = export_saved_model(self.model, self.hw, folder / "saved_model")
         return self._saved_model
 
     def fp32_size(self) -> int:
-        """Size of the model as tflite-fp32 (converted in memory), for the size ratios."""
+        """Size of the model as tflite-fp32 (converted in memory; a user's file: its own
+        size), for the size ratios."""
+        if not self.keras:
+            return self.model_path.stat().st_size
         variant = VARIANTS["tflite-fp32"]
         try:
             return len(variant.convert(ConvertInputs(self.saved_model(), None)).files[".tflite"])

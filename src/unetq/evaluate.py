@@ -47,7 +47,7 @@ from unetq.runfolder import (
     variant_runs,
 )
 from unetq.runtimes import load_segmenter, usable_cores
-from unetq.variants import VARIANTS
+from unetq.variants import VARIANTS, is_original
 from unetq.work import Stage, Unit, run_stage, write_record
 
 CROSS_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]*$")
@@ -136,7 +136,7 @@ def _score_image(
     seed = seed_scores(truth, pred)
     if reference is not None and name in reference:
         agree = pixel_agreement(pred, reference[name])
-    elif reference is None and variant == "keras" and runtime == "keras":
+    elif reference is None and is_original(variant, runtime):
         agree = 1.0
     else:
         agree = float("nan")
@@ -210,7 +210,8 @@ def evaluate_run(
 ) -> Path:
     """Evaluate every variant of every model in run_dir on `split`; write the individual CSV.
 
-    keras runs first (its class maps are the agreement reference, kept in
+    The original (keras, or a user's ONNX / TFLite file) runs first (its class maps are the
+    agreement reference, kept in
     `.eval/<model_id>/keras_classes.npz`); slow variants (int16x8) see only the first
     `cfg.evaluate.slow_variant_max_images` images. Also refreshes the average CSV
     (results.write_average_results). `runner` evaluates the models elsewhere (unetq.cluster).
@@ -267,7 +268,7 @@ class EvaluateStage(Stage):
                 names = _part_names(vr, self.arrays, self.cfg)
                 part = self.results.eval_part(model_id, vr.variant)
                 outputs = (part,)
-                if (vr.variant, vr.runtime) == ("keras", "keras"):
+                if is_original(vr.variant, vr.runtime):
                     outputs += (self.results.eval_reference(model_id),)
                 inputs = {
                     "artifact_sha256": artifact_digest(vr.artifact),
@@ -283,11 +284,11 @@ class EvaluateStage(Stage):
     def run(self, group: list[Unit], progress: Any = None) -> None:
         model_id = group[0].group
         ref_path = self.results.eval_reference(model_id)
-        reference = None if group[0].key[1] == "keras" else _load_reference(ref_path)
-        has_keras = self.folder.artifact(model_id, "keras").exists()
+        reference = None if is_original(group[0].key[1]) else _load_reference(ref_path)
+        has_original = self.folder.model_file(model_id).exists()
         for unit in group:
             variant = VARIANTS[unit.key[1]]
-            is_reference = variant.name == "keras"
+            is_reference = variant.original
             artifact = self.folder.artifact(model_id, variant.name)
             predictor = load_segmenter(
                 variant.runtime, artifact, usable_cores(), tile_overlap(self.cfg.data)
@@ -301,7 +302,7 @@ class EvaluateStage(Stage):
                 split=self.split,
                 background_class=self.background_class,
                 num_classes=self.num_classes,
-                reference=None if is_reference or not has_keras else reference,
+                reference=None if is_reference or not has_original else reference,
                 max_images=unit.inputs["images"],
                 progress=progress,
                 predictions_out=produced,

@@ -18,6 +18,7 @@ import pandas as pd
 from unetq.config import Objective
 from unetq.errors import UnetqError
 from unetq.runfolder import RunFolder, read_csv, read_json
+from unetq.variants import is_original, original_rows
 
 DEFAULT_MAX_IOU_DROP = 0.5  # points of foreground IoU
 
@@ -124,7 +125,7 @@ def recommend(
 
 
 def _models(average: pd.DataFrame, model_id: str | None, every: bool, run: RunFolder) -> list:
-    keras = average[average["variant"] == "keras"]
+    keras = average[original_rows(average)]
     if keras["fg_iou"].notna().any():
         keras = keras.dropna(subset=["fg_iou"])
     known = list(dict.fromkeys(average["model_id"].astype(str)))
@@ -135,7 +136,7 @@ def _models(average: pd.DataFrame, model_id: str | None, every: bool, run: RunFo
     if every:
         return known
     if keras.empty:
-        raise UnetqError(f"{run.average_csv} has no keras row to compare with")
+        raise UnetqError(f"{run.average_csv} has no row of an original (keras) to compare with")
     return [str(keras.sort_values("fg_iou", ascending=False)["model_id"].iloc[0])]
 
 
@@ -154,13 +155,15 @@ def _recommend_one(
             f"{model_id} was not {what} at {budgets.threads} thread(s) "
             f"(measured: {', '.join(map(str, measured)) or 'none'}; run `unetq bench`)"
         )
-    keras_rows = timed[(timed["variant"] == "keras") & (timed["runtime"] == "keras")]
+    keras_rows = timed[original_rows(timed)]
     if keras_rows.empty:
-        raise UnetqError(f"{model_id} has no keras row to compare with at {budgets.threads} t")
+        raise UnetqError(
+            f"{model_id} has no row of its original (keras) to compare with at {budgets.threads} t"
+        )
     as_candidate = _throughput_candidate if budgets.throughput else _candidate
     keras = as_candidate(run, keras_rows.iloc[0], keras_rows.iloc[0])
     candidates = [as_candidate(run, row, keras_rows.iloc[0]) for _, row in timed.iterrows()]
-    candidates = [c for c in candidates if (c.variant, c.runtime) != ("keras", "keras")]
+    candidates = [c for c in candidates if not is_original(c.variant, c.runtime)]
     full = max((c.images for c in candidates), default=keras.images)
     ranked = sorted(candidates, key=lambda c: (math.isnan(c.latency_ms), c.latency_ms))
     measured = not math.isnan(keras.fg_iou)  # without a dataset: speed, size and memory only
@@ -187,7 +190,8 @@ def _ruled_out(c: Candidate, keras: Candidate, budgets: Budgets, full: int, meas
     if measured and c.images < full:
         return f"accuracy from {c.images} of {full} test images only"
     if measured and c.iou_drop > budgets.max_iou_drop + 1e-9:
-        return f"accuracy: {c.iou_drop:.2f} points below keras > {budgets.max_iou_drop:g}"
+        below = f"{c.iou_drop:.2f} points below {keras.variant}"
+        return f"accuracy: {below} > {budgets.max_iou_drop:g}"
     if budgets.max_ms is not None and c.latency_ms > budgets.max_ms:
         return f"latency: {c.latency_ms:.2f} ms > {budgets.max_ms:g}"
     if budgets.max_mb is not None and c.size_mb > budgets.max_mb:
@@ -265,20 +269,21 @@ def _count(value) -> int:
 def summary_lines(rec: Recommendation) -> list[str]:
     """A few lines a reader can paste into a design review."""
     k, budgets = rec.keras, rec.budgets
+    ref = k.variant  # keras, or a user's onnx / tflite file as given
     measured = not math.isnan(k.fg_iou)
-    accuracy = f"keras fg IoU {k.fg_iou:.3f}" if measured else "accuracy not measured (no dataset)"
+    accuracy = f"{ref} fg IoU {k.fg_iou:.3f}" if measured else "accuracy not measured (no dataset)"
     tiled = rec.tiles_per_image is not None
     head = f"{rec.model_id}: {accuracy}, {_speed(k, tiled, budgets.throughput)}"
     if rec.chosen is None:
-        return [head, f"no variant is faster than keras within the budgets ({budgets.describe()})"]
+        return [head, f"no variant is faster than {ref} within the budgets ({budgets.describe()})"]
     c = rec.chosen
     cost = f"fg IoU {c.fg_iou:.3f} ({-c.iou_drop:+.2f} points)" if measured else "accuracy unknown"
     whole = "" if budgets.throughput else _whole_image(c, rec.tiles_per_image)
     lines = [
         head,
         f"ship {c.variant} on {c.runtime} ({c.precision}): {_speed(c, tiled, budgets.throughput)}"
-        f"{whole} at {budgets.threads} thread(s), {_x(c)} keras; {c.size_mb:.2f} MB "
-        f"({c.size_ratio:.2f}x keras); {c.memory_mb:.0f} MB memory (keras {k.memory_mb:.0f}); "
+        f"{whole} at {budgets.threads} thread(s), {_x(c)} {ref}; {c.size_mb:.2f} MB "
+        f"({c.size_ratio:.2f}x {ref}); {c.memory_mb:.0f} MB memory ({ref} {k.memory_mb:.0f}); "
         f"{cost}",
     ]
     if rec.tied:

@@ -101,6 +101,8 @@ class ModelInfo:
     output: str  # 'probabilities' (softmax / sigmoid head) or 'logits'
     output_channels: int  # 1 for a binary head, else num_classes
     threshold: float | None = None  # a binary head's foreground cut, in probability
+    format: str = "keras"  # the file the user gave: 'keras', 'onnx' or 'tflite'
+    layout: str = "NHWC"  # its image layout: 'NHWC', or 'NCHW' (an ONNX model)
 
     def describe_head(self) -> str:
         if self.output_channels != 1:

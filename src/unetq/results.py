@@ -23,7 +23,7 @@ from unetq.fileio import atomic_path
 from unetq.metrics import dataset_scores
 from unetq.records import ImageResult, ModelId
 from unetq.runfolder import RunFolder, artifact_size, read_csv, read_json
-from unetq.variants import quantization_name, variant_rank
+from unetq.variants import original_rows, quantization_name, variant_rank
 
 KEYS = ["model_id", "variant", "runtime"]
 PER_IMAGE_METRICS = ["fg_iou", "fg_dice", "miou", "pixel_acc", "agreement", "seed_iou", "seed_dice"]
@@ -216,7 +216,7 @@ def best_model_id(run: RunFolder) -> str | None:
     frame = read_individual_results(run.individual_csv)
     if frame.empty or "fg_iou" not in frame:
         return None
-    keras = frame[(frame["variant"] == "keras") & frame["model_id"].isin(run.model_ids())]
+    keras = frame[original_rows(frame) & frame["model_id"].isin(run.model_ids())]
     means = keras.groupby("model_id")["fg_iou"].mean().dropna()
     return str(means.idxmax()) if not means.empty else None
 
@@ -235,7 +235,7 @@ def read_throughput(run: RunFolder) -> pd.DataFrame:
         return pd.DataFrame()
     tp = pd.DataFrame(rows)
     best = _best_settings(tp)
-    keras = best[(best["variant"] == "keras") & (best["runtime"] == "keras")]
+    keras = best[original_rows(best)]
     keras = {(r.model_id, r.threads): r for r in keras.itertuples()}
     ratios, lows, highs = [], [], []
     for r in tp.itertuples():
@@ -387,7 +387,9 @@ def _fill_sizes(df: pd.DataFrame, run: RunFolder) -> pd.DataFrame:
 
 
 def add_speedup(df: pd.DataFrame) -> pd.DataFrame:
-    """Ratios to keras at the same model and thread count, and how sure each figure is.
+    """Ratios to keras at the same model and thread count, and how sure each figure is
+    ("keras" in these names is the model's original: for a user's ONNX / TFLite model, its file
+    on its own runtime).
 
     speedup_vs_keras: keras' median latency / this row's. speedup_vs_keras_paired: the median
     over rounds of keras' round median / this row's round median, rounds being the turns of
@@ -401,7 +403,7 @@ def add_speedup(df: pd.DataFrame) -> pd.DataFrame:
     sessions = df.pop("session").tolist() if "session" in df else [None] * len(df)
     if "latency_ms_median" not in df or "threads" not in df:
         return df
-    is_keras = ((df["variant"] == "keras") & (df["runtime"] == "keras")).to_numpy()
+    is_keras = original_rows(df).to_numpy()
     keys = list(zip(df["model_id"], df["threads"], strict=True))
     ref = {k: i for i, k in reversed(list(enumerate(keys))) if is_keras[i]}
     median = df["latency_ms_median"].to_numpy(np.float64)

@@ -26,9 +26,9 @@ from unetq.errors import ConfigError, DataError, ModelError
 from unetq.fileio import write_csv
 from unetq.metrics import agreement, confusion_matrix, scores
 from unetq.records import ModelId
-from unetq.runfolder import RunFolder, artifact_digest, read_csv, stamp_path
+from unetq.runfolder import RunFolder, artifact_digest, model_origin, read_csv, stamp_path
 from unetq.runtimes import load_segmenter, usable_cores
-from unetq.variants import VARIANTS
+from unetq.variants import VARIANTS, for_origin
 from unetq.work import Stage, Unit, run_stage, write_record
 
 METRICS = ("fg_iou", "fg_dice", "miou")
@@ -60,13 +60,14 @@ def choose_models(run_dir: Path, names: list[str] | None) -> list[str]:
 
 
 def robustness_variants(names: list[str]) -> list[str]:
-    """The configured variants, keras first (its class maps are the agreement reference)."""
+    """The configured variants, the original first (its class maps are the agreement
+    reference)."""
     unknown = [v for v in names if v not in VARIANTS]
     if unknown:
         raise ConfigError(
             f"unknown robustness.variants {', '.join(unknown)}; choose from {', '.join(VARIANTS)}"
         )
-    return sorted(dict.fromkeys(names), key=lambda v: v != "keras")
+    return sorted(dict.fromkeys(names), key=lambda v: not VARIANTS[v].original)
 
 
 def resize_image(image: np.ndarray, size: int) -> np.ndarray:
@@ -87,7 +88,12 @@ def robustness_run(run_dir: Path, index, cfg: StudyConfig, progress=None) -> Pat
     models = choose_models(run.root, rcfg.models)
     if not models:
         raise ModelError(f"no trained models for the robustness step in {run.models_dir}")
-    artifacts = [(m, v) for m in models for v in variants if run.artifact(m, v).exists()]
+    artifacts = [
+        (m, v)
+        for m in models
+        for v in for_origin(variants, model_origin(run.model_file(m)))[0]  # keras: its original
+        if run.artifact(m, v).exists()
+    ]
     if not artifacts:
         raise ModelError(
             f"none of robustness.variants ({', '.join(variants)}) exists for "
@@ -141,10 +147,10 @@ class RobustnessStage(Stage):
             images = self._images(condition, severity)
             rows, reference, current = [], None, None
             for model_id, variant in self.artifacts:
-                if model_id != current:  # keras comes first: its maps are the model's reference
+                if model_id != current:  # the original comes first: its maps are the reference
                     reference, current = None, model_id
                 pred = self._predictor(model_id, variant).predict(images)
-                if variant == "keras":
+                if VARIANTS[variant].original:
                     reference = pred
                 row = {"model_id": model_id, "variant": variant}
                 row.update(condition=condition, severity=severity, n_images=self.n)

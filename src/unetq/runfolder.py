@@ -44,14 +44,24 @@ AVERAGE_CSV = "model_performance_average_results.csv"
 ROBUSTNESS_CSV = "robustness.csv"
 
 
+# the model as trained or given, by format: model.keras, or a user's model.onnx / model.tflite
+ORIGINAL_FILES = tuple(f"model{v.suffix}" for v in VARIANTS.values() if v.original)
+
+
 def artifact_path(model_dir: Path, variant: str | Variant) -> Path:
-    """`model.keras` for keras, else `<variant><suffix>` (e.g. tflite-int8.tflite)."""
+    """`model.<suffix>` for an original (model.keras), else `<variant><suffix>` (e.g.
+    tflite-int8.tflite)."""
     name = variant.name if isinstance(variant, Variant) else variant
     if name not in VARIANTS:
         raise UnetqError(f"unknown variant '{name}' (choose from {', '.join(VARIANTS)})")
-    if name == "keras":
-        return Path(model_dir) / MODEL_FILE
+    if VARIANTS[name].original:
+        return Path(model_dir) / f"model{VARIANTS[name].suffix}"
     return Path(model_dir) / f"{name}{VARIANTS[name].suffix}"
+
+
+def model_origin(model_file: Path) -> str:
+    """The format of a model file: 'onnx', 'tflite', else 'keras'."""
+    return {".onnx": "onnx", ".tflite": "tflite"}.get(Path(model_file).suffix, "keras")
 
 
 def artifact_parts(artifact: Path) -> list[Path]:
@@ -81,11 +91,11 @@ class VariantRun:
 
 
 def variant_runs(model_dir: Path, runtimes: Iterable[str] | None = None) -> list[VariantRun]:
-    """Every variant whose artifact exists in model_dir, keras first, then in registry order;
-    only those whose runtime `runtimes` holds (None: all)."""
+    """Every variant whose artifact exists in model_dir, the original first, then in registry
+    order; only those whose runtime `runtimes` holds (None: all)."""
     keep = None if runtimes is None else set(runtimes)
     runs = []
-    for name in sorted(VARIANTS, key=lambda v: v != "keras"):  # stable: keras first
+    for name in sorted(VARIANTS, key=lambda v: not VARIANTS[v].original):  # stable
         variant = VARIANTS[name]
         artifact = artifact_path(model_dir, name)
         present = all(p.exists() for p in artifact_parts(artifact))
@@ -186,7 +196,11 @@ class RunFolder:
         return self.models_dir / model_id
 
     def model_file(self, model_id: str) -> Path:
-        return self.model_dir(model_id) / MODEL_FILE
+        """The model as trained (model.keras) or as a user gave it (model.onnx, model.tflite)."""
+        folder = self.model_dir(model_id)
+        return next(
+            (folder / f for f in ORIGINAL_FILES if (folder / f).exists()), folder / MODEL_FILE
+        )
 
     def history(self, model_id: str) -> Path:
         return self.model_dir(model_id) / HISTORY_FILE
@@ -206,14 +220,12 @@ class RunFolder:
         return self.models_dir / TRAIN_STATE_DIR / run_id
 
     def model_ids(self) -> list[str]:
-        """Ids of the run's models (folders under models/ holding a model.keras), sorted."""
+        """Ids of the run's models (folders under models/ holding a model.keras, or a user's
+        model.onnx / model.tflite), sorted."""
         if not self.models_dir.is_dir():
             return []
-        return sorted(
-            p.parent.name
-            for p in self.models_dir.glob(f"*/{MODEL_FILE}")
-            if not p.parent.name.startswith(".")
-        )
+        found = [p for name in ORIGINAL_FILES for p in self.models_dir.glob(f"*/{name}")]
+        return sorted({p.parent.name for p in found if not p.parent.name.startswith(".")})
 
     def artifact(self, model_id: str, variant: str | Variant) -> Path:
         return artifact_path(self.model_dir(model_id), variant)
@@ -223,7 +235,8 @@ class RunFolder:
         return self.root / ".eval" / model_id / f"{variant}.csv"
 
     def eval_reference(self, model_id: str) -> Path:
-        """The keras model's class maps, the reference of every variant's agreement."""
+        """The original's class maps (keras, or the user's file), every variant's agreement
+        reference."""
         return self.root / ".eval" / model_id / "keras_classes.npz"
 
     def bench_part(self, model_id: str, variant: str, runtime: str, threads: int) -> Path:

@@ -32,7 +32,7 @@ from unetq.data.images import image_size
 from unetq.errors import ConfigError
 from unetq.evaluate import evaluate_run
 from unetq.fileio import write_csv, write_json, write_text
-from unetq.inside.run import inspect_run
+from unetq.inside.run import inspect_run, keras_model_ids
 from unetq.progress import make_progress
 from unetq.report import build_report
 from unetq.report.panel import make_panel
@@ -201,6 +201,12 @@ def step_inspect(ctx: StudyContext) -> None:
     machine's peaks are known; the average CSV gains each variant's limit."""
     if not ctx.cfg.inspect.enabled:
         return
+    others = sorted(set(ctx.run.model_ids()) - set(keras_model_ids(ctx.run)))
+    if others:
+        ctx.console.print(
+            f"[yellow]inspect:[/] the per-layer view reads Keras models, not {', '.join(others)}",
+            highlight=False,
+        )
     peaks = read_json(ctx.run.machine).get("peaks") or {}
     images = ctx.split("val").images if ctx.index is not None else None
     inspect_run(ctx.run_dir, ctx.cfg, peaks, images, ctx.progress)

@@ -8,6 +8,10 @@ argmax is its threshold; a model whose input size is not fixed gets a fixed one.
 saved as the run's model.keras, so calibration, evaluation, benchmarking and `unetq predict`
 treat it as any unetq model. The graph is rebuilt flat (not nested), so the export's rewrites
 reach the user's layers.
+
+An ONNX model (NCHW or NHWC) gets the same edits as ONNX nodes (unetq.onnxgraph) and is saved
+as model.onnx; a .tflite file is taken as it is (model.tflite) and must already take [0, 1] RGB
+and give class scores. Either is then every variant's source and reference (unetq.compress).
 """
 
 from __future__ import annotations
@@ -21,12 +25,13 @@ from typing import Any
 
 from unetq.conventions import INPUT_NORMS, Conventions, input_norm_from_flags
 from unetq.errors import ConfigError, ModelError
-from unetq.fileio import atomic_save, write_json
+from unetq.fileio import atomic_save, write_bytes, write_json
 from unetq.records import InputNorm, ModelInfo
 from unetq.runfolder import MODEL_FILE, file_digest, read_json
 from unetq.runtimes import load_keras_model, segmentation_shape
 
-NOT_YET = {".onnx": "ONNX", ".tflite": "TFLite"}  # issue 26's next step
+DEFAULT_NORM = "default (unetq's convention; --input-norm to change)"
+TFLITE_NORM = "unetq's convention (a .tflite file runs as it is)"
 
 
 def model_id_for(path: Path) -> str:
@@ -39,22 +44,66 @@ def model_id_for(path: Path) -> str:
 def inspect_model(path: Path, said: Conventions | None = None, size: int | None = None):
     """(the loaded model, its ModelInfo): checks that it maps RGB images to per-pixel classes
     (or one binary channel), fixes its input size (its own, else `size`) and finds the pixels
-    it expects."""
+    it expects. A Keras model, an ONNX model (NCHW or NHWC) or a .tflite file."""
     path = Path(path)
     said = said or Conventions()
     if path.is_dir():
         raise ModelError(
-            f"{path} is a folder (a SavedModel?); unetq reads Keras 3 models: save yours with "
-            "model.save('name.keras')"
+            f"{path} is a folder (a SavedModel?); unetq reads Keras 3 models (.keras, .h5), "
+            "ONNX models and .tflite files: save yours with model.save('name.keras')"
         )
     norm, norm_from = input_norm_from_flags(said)  # usage errors before the model loads
-    if path.suffix in NOT_YET:
-        raise ModelError(
-            f"{path}: {NOT_YET[path.suffix]} models are not taken in yet; unetq benchmark reads "
-            "Keras models (.keras, .h5). `unetq predict --model` runs .onnx and .tflite files"
-        )
+    if path.suffix == ".onnx":
+        return _inspect_onnx(path, said, norm, norm_from, size)
+    if path.suffix == ".tflite":
+        return _inspect_tflite(path, said, norm, size)
     model = load_keras_model(path)
     h, w, channels = segmentation_shape(model, path, min_channels=1)
+    if norm is None:
+        norm, norm_from = _norm_from_model(model)
+    output = said.output or _output_kind(model)
+    head = (channels, output, said.threshold)
+    return model, _model_info(path, (h, w), size, norm, norm_from, head, "keras", "NHWC")
+
+
+def _inspect_onnx(path: Path, said: Conventions, norm, norm_from: str, size: int | None):
+    from unetq import onnxgraph
+
+    model = onnxgraph.load_onnx(path)
+    sig = onnxgraph.read_signature(model, path)
+    if norm is None:
+        norm, norm_from = INPUT_NORMS["unit"], DEFAULT_NORM
+    head = (sig.channels, said.output or sig.output, said.threshold)
+    info = _model_info(
+        path, (sig.height, sig.width), size, norm, norm_from, head, "onnx", sig.layout
+    )
+    return model, info
+
+
+def _inspect_tflite(path: Path, said: Conventions, norm, size: int | None):
+    """A .tflite file runs as it is: it must already take unetq's pixels and give classes."""
+    from unetq.runtimes import load_predictor
+
+    if norm is not None and norm != INPUT_NORMS["unit"]:
+        raise ConfigError(
+            f"{path.name}: a .tflite file runs as it is, on RGB pixels in [0, 1]; a model that "
+            "expects other pixels needs its normalisation inside it"
+        )
+    if said.threshold is not None:
+        raise ConfigError(f"{path.name}: --threshold is for one-channel heads; a .tflite file "
+                          "must give class scores [N, H, W, C>=2]")  # fmt: skip
+    predictor = load_predictor("litert", path)  # checks [1, H, W, 3] -> [1, H, W, C>=2]
+    head = (predictor.num_classes, said.output or "probabilities", None)
+    h, w = predictor.input_hw
+    info = _model_info(path, (h, w), None, INPUT_NORMS["unit"], TFLITE_NORM, head, "tflite", "NHWC")
+    return None, info
+
+
+def _model_info(path: Path, hw, size, norm, norm_from, head, fmt: str, layout: str) -> ModelInfo:
+    """The ModelInfo of a checked model: its input size fixed (its own, else `size`), square;
+    `head` = (output channels, output kind, the threshold the user gave)."""
+    h, w = hw
+    channels, output, threshold = head
     fixed = h is None or w is None
     if fixed:
         if size is None:
@@ -63,15 +112,12 @@ def inspect_model(path: Path, said: Conventions | None = None, size: int | None 
         w = w or size
     if h != w:
         raise ModelError(f"{path}: input {h}x{w} is not square; unetq's datasets are square")
-    if norm is None:
-        norm, norm_from = _norm_from_model(model)
-    output = said.output or _output_kind(model)
-    if said.threshold is not None and channels != 1:
+    if threshold is not None and channels != 1:
         raise ConfigError(
             f"--threshold is for a one-channel (binary) head; {path.name} has {channels} "
             "output channels and takes the most likely class"
         )
-    info = ModelInfo(
+    return ModelInfo(
         source=str(path.resolve()),
         source_sha256=file_digest(path),
         input_hw=(int(h), int(w)),
@@ -81,9 +127,10 @@ def inspect_model(path: Path, said: Conventions | None = None, size: int | None 
         norm_from=norm_from,
         output=output,
         output_channels=channels,
-        threshold=(0.5 if said.threshold is None else said.threshold) if channels == 1 else None,
+        threshold=(0.5 if threshold is None else threshold) if channels == 1 else None,
+        format=fmt,
+        layout=layout,
     )
-    return model, info
 
 
 def _norm_from_model(model) -> tuple[InputNorm, str]:
@@ -99,7 +146,7 @@ def _norm_from_model(model) -> tuple[InputNorm, str]:
         mean = np.asarray(getattr(first, "mean", 0.0), dtype=float)
         name = "unit" if float(mean.max(initial=0.0)) <= 1.0 else "raw"
         return INPUT_NORMS[name], f"its Normalization layer '{first.name}' (mean {mean.max():.3g})"
-    return INPUT_NORMS["unit"], "default (unetq's convention; --input-norm to change)"
+    return INPUT_NORMS["unit"], DEFAULT_NORM
 
 
 def _first_layer(model):
@@ -118,7 +165,20 @@ def _output_kind(model) -> str:
 
 def adopt(model, info: ModelInfo, model_file: Path, info_file: Path) -> None:
     """Save the model as unetq runs it: [0, 1] RGB input of info.input_hw mapped onto the
-    pixels it expects, per-pixel scores of at least two classes out."""
+    pixels it expects, per-pixel scores of at least two classes out (NHWC). An ONNX model is
+    edited as an ONNX graph; a .tflite file is copied as it is."""
+    if info.format == "onnx":
+        from unetq import onnxgraph
+
+        onnxgraph.save_onnx(onnxgraph.adopted(model, info), model_file)
+    elif info.format == "tflite":
+        write_bytes(model_file, Path(info.source).read_bytes())
+    else:
+        _adopt_keras(model, info, model_file)
+    write_json(info_file, _to_json(info))
+
+
+def _adopt_keras(model, info: ModelInfo, model_file: Path) -> None:
     import keras
 
     h, w = info.input_hw
@@ -128,7 +188,6 @@ def adopt(model, info: ModelInfo, model_file: Path, info_file: Path) -> None:
         scores = _two_classes(scores, info)
     adopted = keras.Model(image, scores, name=model.name)
     atomic_save(model_file, adopted.save)
-    write_json(info_file, _to_json(info))
 
 
 def _normalise(image, norm: InputNorm):

@@ -26,6 +26,11 @@ class Variant:
     convert: Callable[[ConvertInputs], Converted] | None = None
     calibrated: bool = False  # needs representative (calibration) images
     guarded: bool = False  # keeps its validation accuracy within compress.max_iou_drop
+    # the formats of a user's model it is made from; an original is that model itself, the
+    # reference every other variant of it is compared with
+    origins: tuple[str, ...] = ("keras",)
+    original: bool = False
+    same_as: str = ""  # an original: the variant it stands for (onnx is onnxruntime-fp32)
     description: str = ""
     settings: Callable[[CompressConfig], dict[str, Any]] = field(default=lambda cfg: {})
 
@@ -56,13 +61,38 @@ def _nncf_guard_settings(cfg: CompressConfig) -> dict[str, Any]:
     return {**_guard_settings(cfg), "openvino_ranges": cfg.openvino_ranges}
 
 
-IR = {"suffix": ".xml", "parts": (".bin",), "runtime": "openvino"}
+ORIGINS = ("keras", "onnx", "tflite")  # the formats a model is taken in from
+IR = {"suffix": ".xml", "parts": (".bin",), "runtime": "openvino", "origins": ORIGINS}
 
 VARIANTS: dict[str, Variant] = {
     v.name: v
     for v in [
         Variant(
-            "keras", "no compression", "keras", suffix=".keras", description="float32 Keras model"
+            "keras",
+            "no compression",
+            "keras",
+            suffix=".keras",
+            original=True,
+            description="float32 Keras model",
+        ),
+        Variant(
+            "onnx",
+            "",
+            "onnxruntime",
+            suffix=".onnx",
+            origins=("onnx",),
+            original=True,
+            same_as="onnxruntime-fp32",
+            description="the ONNX model as given, on ONNX Runtime",
+        ),
+        Variant(
+            "tflite",
+            "",
+            "litert",
+            origins=("tflite",),
+            original=True,
+            same_as="tflite-fp32",
+            description="the .tflite model as given, on LiteRT",
         ),
         Variant("tflite-fp32", "", "litert", convert=tflite.tflite_fp32, description="plain"),
         Variant(
@@ -140,6 +170,7 @@ VARIANTS: dict[str, Variant] = {
             "onnxruntime",
             suffix=".onnx",
             convert=onnxruntime.onnx_fp32,
+            origins=("keras", "tflite"),
             description="ONNX graph of the fp32 export (tf2onnx, as Keras' ONNX export)",
         ),
         Variant(
@@ -149,6 +180,7 @@ VARIANTS: dict[str, Variant] = {
             suffix=".onnx",
             convert=onnxruntime.onnx_int8,
             calibrated=True,
+            origins=ORIGINS,
             description="ONNX Runtime static int8 (QDQ, per-channel), same calibration images",
             settings=_calibration_settings,
         ),
@@ -167,8 +199,41 @@ def quantization_name(name: str) -> str:
     return VARIANTS[name].quantization if name in VARIANTS else name
 
 
+def original_of(origin: str) -> str:
+    """The variant that is a model of this format as given: keras, onnx or tflite."""
+    return next(v.name for v in VARIANTS.values() if v.original and origin in v.origins)
+
+
+def is_original(variant: str, runtime: str | None = None) -> bool:
+    """Whether a row is a model as given (on its own runtime): every other row's reference."""
+    known = VARIANTS.get(variant)
+    return bool(known and known.original and (runtime is None or runtime == known.runtime))
+
+
+def original_rows(frame):
+    """A boolean mask of a result table's rows that are originals on their own runtime."""
+    return frame["variant"].combine(frame["runtime"], is_original).astype(bool)
+
+
+def for_origin(names: list[str], origin: str) -> tuple[list[str], list[str]]:
+    """(the variants a model of format `origin` has, in order; those it cannot be made into).
+    Any original asked for stands for this model's own, and so does the variant that model is
+    (an ONNX model's onnxruntime-fp32 is the model itself)."""
+    own = original_of(origin)
+    kept, dropped = [], []
+    for name in names:
+        if VARIANTS[name].original or name == VARIANTS[own].same_as:
+            name = own
+        if origin not in VARIANTS[name].origins:
+            dropped.append(name)
+        elif name not in kept:
+            kept.append(name)
+    return kept, dropped
+
+
 def validate_variants(names: list[str] | str) -> list[str]:
-    """Variant names in order of mention, deduplicated; 'all' expands to every variant."""
+    """Variant names in order of mention, deduplicated; 'all' expands to every variant a Keras
+    model has (a model of another format keeps those `for_origin` gives)."""
     if isinstance(names, str):
         names = [names]
     out: list[str] = []
@@ -177,7 +242,7 @@ def validate_variants(names: list[str] | str) -> list[str]:
             if not name:
                 continue
             if name == "all":
-                expanded = list(VARIANTS)
+                expanded = [v for v in VARIANTS if "keras" in VARIANTS[v].origins]
             elif name in VARIANTS:
                 expanded = [name]
             else:

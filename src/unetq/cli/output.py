@@ -12,6 +12,7 @@ from rich.progress import Progress
 from rich.table import Table
 
 from unetq.progress import make_progress
+from unetq.variants import is_original
 
 console = Console()
 err_console = Console(stderr=True)
@@ -98,7 +99,9 @@ def print_summary(run_dir: Path) -> None:
         ("agreement_pct", "agree %", 2),
     ]
     columns += [(c, f"ms/{unit} {c.removeprefix('ms_')}", 1) for c in latency_columns(table)]
-    columns += [(c, f"x keras {c.removeprefix('x_keras_')}", 2) for c in speedup_columns(table)]
+    originals = sorted({v for v in table["variant"] if is_original(v)})
+    ref = originals[0] if len(originals) == 1 else "keras"  # a user's onnx / tflite model: its own
+    columns += [(c, f"x {ref} {c.removeprefix('x_keras_')}", 2) for c in speedup_columns(table)]
     columns += [("model_mem_mb", "model MB", 1)]
     rows = table.assign(agreement_pct=100 * table["agreement"]).to_dict("records")
     style = "bold yellow" if synthetic else "bold"

@@ -193,9 +193,10 @@ def benchmark(
         "bench.threads": [t.strip() for t in threads.split(",")] if threads else None,
         "robustness.enabled": robustness,
     }
-    if tile_overlap is not None:
-        values |= {"data.mode": "tile", "data.tile_overlap": tile_overlap}
     cfg = build_config(preset, None, set_, values)
+    if tile_overlap is not None:  # checked against the model's input size, not the preset's
+        tiles = {"mode": "tile", "tile_overlap": tile_overlap}
+        cfg = cfg.model_copy(update={"data": cfg.data.model_copy(update=tiles)})
     run_dir = out or Path("runs") / model_id_for(model)
     report = run_benchmark(model, cfg, run_dir, data_dir, fmt, said, size, console)
     print_summary(run_dir)

@@ -1,4 +1,5 @@
-"""Converters: an exported SavedModel -> the files of one compressed variant.
+"""Converters: an exported SavedModel (or a user's ONNX / TFLite model) -> the files of one
+compressed variant.
 
 tflite.py    the TFLite converter's variants (builtin ops only: LiteRT has no Flex delegate)
 mixed.py     full int8 with the layers most sensitive to quantization kept in float (TFLite)
@@ -91,15 +92,21 @@ class Validation:
 
 @dataclass(frozen=True)
 class ConvertInputs:
-    """What a variant's converter gets: the exported SavedModel and the images it may need."""
+    """What a variant's converter gets: the model (unetq's SavedModel export of a Keras model,
+    or a user's .onnx / .tflite file as unetq runs it) and the images it may need."""
 
-    saved_model_dir: Path
+    source: Path
     calibration: np.ndarray | None  # float32 [N, H, W, 3], the model's input scale
     int8_io: str = "float32"
     validation: Validation | None = None
     max_iou_drop: float = 0.005  # guarded variants: largest fg IoU drop allowed (a fraction)
     guard_iterations: int = 8  # NNCF accuracy control: at most this many restore steps
     openvino_ranges: str = "minmax"  # NNCF's activation ranges (CompressConfig.openvino_ranges)
+
+    @property
+    def origin(self) -> str:
+        """'onnx' or 'tflite' for a user's file, else 'keras' (the SavedModel export)."""
+        return {".onnx": "onnx", ".tflite": "tflite"}.get(Path(self.source).suffix, "keras")
 
     def require_calibration(self) -> np.ndarray:
         if self.calibration is None or not len(self.calibration):

@@ -1,6 +1,7 @@
-"""ONNX Runtime variants of an exported SavedModel: the fp32 ONNX graph tf2onnx makes of it (the
-path Keras' own `model.export(format="onnx")` takes), and ONNX Runtime's static int8 of it
-(QDQ, per-channel weights, the same calibration images as the other int8 variants)."""
+"""ONNX Runtime variants: the fp32 ONNX graph tf2onnx makes of unetq's SavedModel export (the
+path Keras' own `model.export(format="onnx")` takes) or of a user's .tflite file, and ONNX
+Runtime's static int8 of that graph or of a user's ONNX model (QDQ, per-channel weights, the
+same calibration images as the other int8 variants)."""
 
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ OPSET = 17  # what ONNX Runtime 1.2x and OpenVINO read; tf2onnx's default is old
 
 
 def onnx_fp32(inputs: ConvertInputs) -> Converted:
-    return Converted({".onnx": _onnx_of_export(inputs.saved_model_dir)})
+    return Converted({".onnx": _fp32_graph(inputs)})
 
 
 def onnx_int8(inputs: ConvertInputs) -> Converted:
@@ -28,7 +29,7 @@ def onnx_int8(inputs: ConvertInputs) -> Converted:
     images = inputs.require_calibration()
     with tempfile.TemporaryDirectory(prefix="unetq-onnx-") as tmp:
         fp32, ready, int8 = (Path(tmp) / name for name in ("fp32.onnx", "pre.onnx", "int8.onnx"))
-        fp32.write_bytes(_onnx_of_export(inputs.saved_model_dir))
+        fp32.write_bytes(_fp32_graph(inputs))
         try:
             with _quiet():
                 quant_pre_process(str(fp32), str(ready), skip_symbolic_shape=True)
@@ -37,9 +38,7 @@ def onnx_int8(inputs: ConvertInputs) -> Converted:
                     per_channel=True,
                 )  # fmt: skip
         except Exception as exc:
-            raise ModelError(
-                f"ONNX Runtime cannot quantize the export: {first_line(exc)}"
-            ) from None
+            raise ModelError(f"ONNX Runtime cannot quantize the model: {first_line(exc)}") from None
         return Converted({".onnx": int8.read_bytes()}, {"onnx_quantization": "static QDQ U8S8"})
 
 
@@ -56,6 +55,31 @@ def calibration_reader(images, input_name: str = "image"):
             return None if image is None else {input_name: image[None]}
 
     return Images()
+
+
+def _fp32_graph(inputs: ConvertInputs) -> bytes:
+    """The fp32 ONNX graph of the source, its input named 'image'."""
+    if inputs.origin == "onnx":  # a user's model, already in unetq's conventions
+        return Path(inputs.source).read_bytes()
+    if inputs.origin == "tflite":
+        return _onnx_of_tflite(Path(inputs.source))
+    return _onnx_of_export(inputs.source)
+
+
+def _onnx_of_tflite(path: Path) -> bytes:
+    """A .tflite file as an ONNX graph (tf2onnx's TFLite frontend), its input renamed 'image'."""
+    import tf2onnx
+
+    try:
+        with _quiet():
+            proto, _ = tf2onnx.convert.from_tflite(str(path), opset=OPSET)
+    except Exception as exc:
+        raise ModelError(f"tf2onnx cannot convert {path.name}: {first_line(exc)}") from None
+    old = proto.graph.input[0].name
+    for node in proto.graph.node:
+        node.input[:] = ["image" if name == old else name for name in node.input]
+    proto.graph.input[0].name = "image"
+    return proto.SerializeToString()
 
 
 def _onnx_of_export(saved_model_dir: Path) -> bytes:

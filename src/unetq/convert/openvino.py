@@ -144,10 +144,21 @@ def _nncf_quiet():
 
 
 def _from_export(inputs: ConvertInputs):
-    """The fp32 OpenVINO model of unetq's export (see the module docstring)."""
+    """The fp32 OpenVINO model of unetq's export (see the module docstring), or of a user's
+    ONNX or TFLite file as OpenVINO's frontend for it reads it."""
     import openvino as ov
 
-    content = openvino_safe_tflite(tflite_fp32(inputs).files[".tflite"])
+    if inputs.origin == "onnx":
+        try:
+            model = ov.convert_model(str(inputs.source))
+        except Exception as exc:
+            raise ModelError(f"OpenVINO cannot convert the ONNX model: {ov_reason(exc)}") from None
+        return softmax_channels_first(model)
+    if inputs.origin == "tflite":
+        content = Path(inputs.source).read_bytes()
+    else:
+        content = tflite_fp32(inputs).files[".tflite"]
+    content = openvino_safe_tflite(content)
     with tempfile.TemporaryDirectory(prefix="unetq-ov-") as tmp:
         path = Path(tmp) / "model.tflite"
         path.write_bytes(content)

@@ -18,7 +18,7 @@ def _tf():
 
 def _converter(inputs: ConvertInputs):
     tf = _tf()
-    conv = tf.lite.TFLiteConverter.from_saved_model(str(inputs.saved_model_dir))
+    conv = tf.lite.TFLiteConverter.from_saved_model(str(inputs.source))
     conv.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]  # never SELECT_TF_OPS
     return conv
 

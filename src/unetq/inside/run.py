@@ -145,11 +145,17 @@ def inspect_run(
 
     run = RunFolder(run_dir)
     wanted = models or cfg.inspect.models
-    models = [m for m in run.model_ids() if not wanted or m in wanted]
+    models = [m for m in keras_model_ids(run) if not wanted or m in wanted]
     floats = to_input(images[: cfg.inspect.error_images]) if images is not None else None
     threads = resolve_threads(cfg.bench.threads)
     stage = InspectStage(Path(run_dir), models, threads, peaks, floats, cfg.inspect.calls)
     return run_stage(stage, progress)
+
+
+def keras_model_ids(run: RunFolder) -> list[str]:
+    """The run's models the per-layer view reads: Keras ones (a user's ONNX / TFLite model has
+    no Keras layers to attribute costs to)."""
+    return [m for m in run.model_ids() if run.model_file(m).suffix == ".keras"]
 
 
 def inspect_model_dir(model_dir: Path, progress: Any = None) -> tuple[Path, str | None]:

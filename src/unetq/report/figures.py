@@ -17,7 +17,7 @@ from unetq.records import ModelId  # noqa: E402
 from unetq.report import inside  # noqa: E402
 from unetq.report.tables import pareto_front  # noqa: E402
 from unetq.runfolder import RunFolder  # noqa: E402
-from unetq.variants import variant_rank  # noqa: E402
+from unetq.variants import is_original, variant_rank  # noqa: E402
 
 
 def _png(fig) -> bytes:
@@ -144,7 +144,7 @@ def degradation_curves(robustness: pd.DataFrame) -> bytes | None:
                 ms=3,
                 label=variant,
                 color=plt.cm.tab10(i % 10),
-                ls="-" if variant == "keras" else "--",
+                ls="-" if is_original(variant) else "--",
             )
         ax.set_title(condition, fontsize=9)
         ax.set_xlabel("severity (0 = clean)", fontsize=8)
@@ -170,12 +170,14 @@ def overview(table: pd.DataFrame, threads: int = 1) -> bytes | None:
         return None
     df = table.copy()
     df["label"] = df.apply(_label, axis=1)
-    keras = df[df["variant"] == "keras"].set_index("model")["fg_iou"]
+    originals = df["variant"].map(is_original).astype(bool)
+    keras = df[originals].set_index("model")["fg_iou"]
     df["iou_change"] = 100 * (df["fg_iou"] - df["model"].map(keras))
     speed = df.pivot_table(index="model", columns="label", values=speed_col, aggfunc="first")
     change = df.pivot_table(index="model", columns="label", values="iou_change", aggfunc="first")
     models = keras.sort_values(ascending=False).index.tolist()  # the best model on top
-    labels = sorted((c for c in speed.columns if c != "keras"), key=_variant_key)
+    skip = set(df[originals]["label"])
+    labels = sorted((c for c in speed.columns if c not in skip), key=_variant_key)
     speed = speed.reindex(index=models, columns=labels)
     change = change.reindex(index=models, columns=labels)
     # the rotated variant names and the titles take about 1.6 in; the rest is the heatmap's

@@ -27,6 +27,7 @@ from unetq.report.tables import (
     with_intervals,
 )
 from unetq.runfolder import RunFolder, read_csv, read_json
+from unetq.variants import is_original
 
 SEED_METRIC_WHY = (
     "The original study scored the wrong class: its prediction was <code>argmax &gt; 1</code> "
@@ -360,7 +361,8 @@ def _details_sections(run: RunFolder, tables, table: pd.DataFrame, machine: dict
             '<p class="note">One row per model, variant and runtime. Accuracy on the test split '
             "at the model's input resolution; latency is the median of timed model calls after "
             "warm-up (ms_1t: one thread, ms_Nt: N threads), with its 95% interval from a "
-            "bootstrap over rounds in brackets; x_keras_Nt is keras' time over this one's, taken "
+            "bootstrap over rounds in brackets; x_keras_Nt is keras' time over this one's (for a "
+            "model given as an ONNX or .tflite file: that file's, the onnx or tflite row), taken "
             "round by round as the measurements took turns, then the median of the rounds (a "
             "slowdown of the whole machine that hits both alike cancels out); memory is the peak "
             "resident set of a fresh process minus its size after imports. Click a column to "
@@ -613,7 +615,11 @@ def _recommendation(run_dir: Path) -> str:
 
 
 def _best_model(average: pd.DataFrame) -> str | None:
-    keras = average[average.get("variant") == "keras"] if "variant" in average else average
+    keras = (
+        average[average["variant"].map(is_original).astype(bool)]
+        if "variant" in average
+        else average
+    )
     keras = keras.dropna(subset=["fg_iou"]) if "fg_iou" in keras else keras.iloc[0:0]
     if keras.empty:
         return None

@@ -17,7 +17,7 @@ from unetq.errors import UnetqError  # noqa: E402
 from unetq.fileio import write_bytes  # noqa: E402
 from unetq.runfolder import RunFolder  # noqa: E402
 from unetq.runtimes import load_segmenter  # noqa: E402
-from unetq.variants import VARIANTS, variant_rank  # noqa: E402
+from unetq.variants import VARIANTS, is_original, variant_rank  # noqa: E402
 
 
 def draw_panel(
@@ -29,7 +29,7 @@ def draw_panel(
 ) -> bytes:
     """PNG bytes: row 1 input, truth and predictions; row 2 disagreement with the keras model."""
     names = sorted(predictions, key=variant_rank)
-    reference = predictions.get("keras")
+    reference = next((predictions[n] for n in names if is_original(n)), None)
     ncols = 2 + len(names)
     fig, axes = plt.subplots(2, ncols, figsize=(2.1 * ncols, 4.6), squeeze=False)
     cmap = plt.get_cmap("viridis", max(num_classes, 2))

@@ -14,7 +14,7 @@ from unetq.metrics import bootstrap_ci
 from unetq.records import ModelId
 from unetq.results import KEYS
 from unetq.runfolder import RunFolder, read_csv, read_json, sidecar_path, variant_report
-from unetq.variants import variant_rank
+from unetq.variants import is_original, variant_rank
 
 
 @dataclass
@@ -174,7 +174,7 @@ def factor_effects(average: pd.DataFrame, threads: int = 1) -> pd.DataFrame:
         if len(levels) < 2:
             continue
         if factor == "variant":
-            base, same = "keras", ["model_id"]
+            base, same = next((v for v in levels if is_original(v)), "keras"), ["model_id"]
         else:
             base = False if factor == "batchnorm" else min(levels)
             same = [f for f in model_factors if f != factor] + ["variant", "runtime"]
@@ -207,8 +207,9 @@ def quantization_penalties(robustness: pd.DataFrame, top: int = 10) -> pd.DataFr
     if robustness.empty:
         return pd.DataFrame()
     keys = ["model_id", "condition", "severity"]
-    ref = robustness[robustness["variant"] == "keras"][keys + ["fg_iou"]]
-    quant = robustness[robustness["variant"] != "keras"]
+    originals = robustness["variant"].map(is_original).astype(bool)
+    ref = robustness[originals][keys + ["fg_iou"]]
+    quant = robustness[~originals]
     merged = quant.merge(ref, on=keys, suffixes=("", "_keras"))
     merged["penalty"] = merged["fg_iou_keras"] - merged["fg_iou"]
     cols = keys + ["variant", "fg_iou_keras", "fg_iou", "penalty"]
@@ -228,6 +229,9 @@ def guard_table(run_dir: Path, average: pd.DataFrame) -> pd.DataFrame:
     one = average[average["threads"] == 1] if "threads" in average else average.iloc[0:0]
     ms = {(r.model_id, r.variant): r.latency_ms_median for r in one.itertuples()}
     fg = {(r.model_id, r.variant): getattr(r, "fg_iou", np.nan) for r in one.itertuples()}
+    fg_original = {
+        r.model_id: getattr(r, "fg_iou", np.nan) for r in one.itertuples() if is_original(r.variant)
+    }
     rows = []
     for model_id in run.model_ids():
         for variant, plain in GUARDED.items():
@@ -240,7 +244,7 @@ def guard_table(run_dir: Path, average: pd.DataFrame) -> pd.DataFrame:
                 details.get("validation_fg_iou_float"),
                 details.get("validation_fg_iou"),
             )
-            test_drop = fg.get((model_id, "keras"), np.nan) - fg.get((model_id, variant), np.nan)
+            test_drop = fg_original.get(model_id, np.nan) - fg.get((model_id, variant), np.nan)
             rows.append(
                 {
                     "model": model_id,
@@ -277,13 +281,15 @@ def int8_losses(average: pd.DataFrame, model_id: str, budget_points: float) -> l
         return []
     rows = average[average["model_id"] == model_id].drop_duplicates(["variant", "runtime"])
     fg = dict(zip(rows["variant"], rows["fg_iou"], strict=True))
-    if not np.isfinite(fg.get("keras", np.nan)):
+    original = rows[rows["variant"].map(is_original).astype(bool)]["fg_iou"]
+    reference = float(original.iloc[0]) if len(original) else np.nan
+    if not np.isfinite(reference):
         return []
     out = []
     for guarded, plain in GUARDED.items():
-        drop = 100 * (fg["keras"] - fg.get(plain, np.nan))
+        drop = 100 * (reference - fg.get(plain, np.nan))
         if np.isfinite(drop) and drop > budget_points:
-            kept = 100 * (fg["keras"] - fg.get(guarded, np.nan))
+            kept = 100 * (reference - fg.get(guarded, np.nan))
             out.append({"plain": plain, "drop": drop, "guarded": guarded, "guarded_drop": kept})
     return out
 
