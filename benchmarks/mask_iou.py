@@ -41,9 +41,11 @@ def main() -> None:
     p.add_argument("--out", type=Path, default=None)
     args = p.parse_args()
     from unetq.predict import recommended
+    from unetq.variants import VARIANTS, is_original
 
     individual = pd.read_csv(args.run / "model_performance_individual_results.csv")
-    names = sorted(individual.loc[individual.variant == "keras", "image"].astype(str).unique())
+    originals = individual.variant.map(is_original).astype(bool)  # keras, onnx or tflite
+    names = sorted(individual.loc[originals, "image"].astype(str).unique())
     out = args.out or Path(tempfile.mkdtemp(prefix="unetq-mask-iou-"))
     images = out / "images"
     images.mkdir(parents=True, exist_ok=True)
@@ -55,7 +57,8 @@ def main() -> None:
     command = [str(unetq), "predict", "--run", str(args.run), "--images", str(images)]
     subprocess.run([*command, "--out", str(out / "masks"), "--no-overlays"], check=True)
     artifact = recommended(args.run).artifact
-    variant = "keras" if artifact.name == "model.keras" else artifact.stem
+    given = {f"model{v.suffix}": v.name for v in VARIANTS.values() if v.original}
+    variant = given.get(artifact.name, artifact.stem)
     average = pd.read_csv(args.run / "model_performance_average_results.csv")
     reported = float(average.loc[average.variant == variant, "fg_iou"].iloc[0])
     mine = mean_fg_iou(out / "masks", args.masks, names)

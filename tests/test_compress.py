@@ -383,6 +383,9 @@ def test_each_format_keeps_the_variants_it_can_be_made_into():
     assert [original_of(f) for f in ("keras", "onnx", "tflite")] == ["keras", "onnx", "tflite"]
     assert is_original("onnx", "onnxruntime") and not is_original("onnx", "openvino")
     assert not is_original("onnxruntime-fp32")
+    for name in ("model.keras", "model.onnx", "model.tflite"):
+        assert compress.default_model_id(Path("run/models/m") / name) == "m"
+    assert compress.default_model_id(Path("mine/seg.onnx")) == "seg"
 
 
 def test_csv_rows_keep_other_models(compressed, tmp_path):

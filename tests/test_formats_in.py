@@ -154,7 +154,7 @@ def test_an_nchw_onnx_model_goes_through_onnx_runtime_and_openvino(tmp_path, cac
     assert abs(average.loc["onnx", "fg_iou"] - average.loc["openvino-fp32", "fg_iou"]) < 0.005
     assert average.loc["onnx", "speedup_vs_keras"] == pytest.approx(1.0)  # its own reference
     compressed = pd.read_csv(out / "compressed_models_info.csv").set_index("variant")
-    assert compressed["error"].isna().all()
+    assert compressed["error"].isna().all() and set(compressed["model_id"]) == {"nchw"}
     assert compressed.loc["openvino-fp32", "agreement"] > 0.99
     # the run's model.onnx is the user's graph behind unetq's [0, 1] NHWC input
     reference = model.predict(
@@ -166,6 +166,9 @@ def test_an_nchw_onnx_model_goes_through_onnx_runtime_and_openvino(tmp_path, cac
     scores = session.run(None, {"image": np.full((1, size, size, 3), 128 / 255, np.float32)})[0]
     assert np.allclose(scores[..., 1], reference[..., 0], atol=1e-5)
     assert "x onnx 1t" in proc.stdout
+    inspected = unetq("inspect", out / "models" / "nchw", env=cache_env)
+    assert inspected.returncode == 2
+    assert "given as model.onnx; the per-layer view reads Keras" in one_error_line(inspected)
     again = unetq(*args, env=cache_env)  # resumed: nothing is made again
     assert again.returncode == 0, again.stderr[-3000:]
     assert "compress: nothing to redo (3 results up to date)" in again.stdout

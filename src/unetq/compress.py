@@ -42,7 +42,7 @@ from unetq.models import to_input
 from unetq.records import CompressRecord
 from unetq.runfolder import (
     COMPRESSED_CSV,
-    MODEL_FILE,
+    ORIGINAL_FILES,
     array_digest,
     artifact_path,
     artifact_size,
@@ -377,9 +377,10 @@ def _load_cached(key: tuple[str, int, int]):
 
 
 def default_model_id(model_path: Path) -> str:
-    """models/<model_id>/model.keras -> model_id; any other file -> its stem."""
+    """models/<model_id>/model.keras (model.onnx, model.tflite) -> model_id; any other file ->
+    its stem."""
     model_path = Path(model_path)
-    if model_path.name == MODEL_FILE and model_path.parent.name:
+    if model_path.name in ORIGINAL_FILES and model_path.parent.name:
         return model_path.parent.name
     return model_path.stem
 

@@ -172,9 +172,14 @@ def inspect_model_dir(model_dir: Path, progress: Any = None) -> tuple[Path, str 
 
 def check_model_dir(model_dir: Path) -> RunFolder:
     """The run folder of a model folder (RUN/models/ID), or a one-line error."""
-    from unetq.runfolder import run_of_artifact
+    from unetq.runfolder import ORIGINAL_FILES, run_of_artifact
 
     model_dir = Path(model_dir)
+    given = [f for f in ORIGINAL_FILES if f != MODEL_FILE and (model_dir / f).is_file()]
+    if given:
+        raise UnetqError(
+            f"{model_dir} holds a model given as {given[0]}; the per-layer view reads Keras models"
+        )
     run = run_of_artifact(model_dir / MODEL_FILE)
     if run is None or not (model_dir / MODEL_FILE).is_file():
         raise UnetqError(
