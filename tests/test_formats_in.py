@@ -88,6 +88,20 @@ def test_a_tflite_file_that_expects_other_pixels_is_refused_in_one_line(tmp_path
     assert not out.exists()
 
 
+def test_predict_on_an_nchw_file_says_to_bring_it_in_first(tmp_path):
+    from PIL import Image
+
+    path = nchw_onnx(tmp_path / "seg.onnx", 3, "softmax")
+    (tmp_path / "images").mkdir()
+    Image.fromarray(np.zeros((32, 32, 3), np.uint8)).save(tmp_path / "images" / "a.png")
+    proc = unetq(
+        "predict", "--model", path, "--images", tmp_path / "images", "--out", tmp_path / "o"
+    )
+    assert proc.returncode == 2
+    line = one_error_line(proc)
+    assert "is not [1, H, W, 3]; bring it in with `unetq benchmark --model`" in line
+
+
 # --- through every variant its format can become --------------------------------------------------
 
 

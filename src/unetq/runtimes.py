@@ -610,10 +610,13 @@ class OnnxRuntimePredictor(Predictor):
         if len(inputs) != 1 or len(outputs) != 1:
             raise ModelError(f"{self.artifact}: expected one input and one output tensor")
         ishape, oshape = tuple(inputs[0].shape), tuple(outputs[0].shape)
+        bring_in = "; bring it in with `unetq benchmark --model`, then use its run folder"
         if len(ishape) != 4 or ishape[3] != 3 or not all(isinstance(d, int) for d in ishape[1:]):
-            raise ModelError(f"{self.artifact}: input shape {ishape} is not [1, H, W, 3]")
+            raise ModelError(f"{self.artifact}: input shape {ishape} is not [1, H, W, 3]{bring_in}")
         if len(oshape) != 4 or tuple(oshape[1:3]) != tuple(ishape[1:3]) or oshape[3] < 2:
-            raise ModelError(f"{self.artifact}: output shape {oshape} is not [1, H, W, C>=2]")
+            raise ModelError(
+                f"{self.artifact}: output shape {oshape} is not [1, H, W, C>=2]{bring_in}"
+            )
         self.input_hw = (int(ishape[1]), int(ishape[2]))
         self.num_classes = int(oshape[3])
         self._input = inputs[0].name
