@@ -14,7 +14,7 @@ keras = pytest.importorskip("keras")
 pytest.importorskip("onnx")
 
 from test_benchmark import one_error_line, unetq  # noqa: E402
-from unetq.errors import ConfigError  # noqa: E402
+from unetq.errors import ConfigError, ModelError  # noqa: E402
 from unetq.usermodel import inspect_model  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
@@ -85,6 +85,30 @@ def test_a_tflite_file_that_expects_other_pixels_is_refused_in_one_line(tmp_path
     proc = unetq("benchmark", "--model", path, "--input-norm", "tf", "--out", out)
     assert proc.returncode == 2
     assert "a .tflite file runs as it is" in one_error_line(proc)
+    assert not out.exists()
+
+
+def test_a_tflite_file_of_no_fixed_size_is_refused(tmp_path):
+    import tensorflow as tf
+
+    model = plain_unet(None, 3, "softmax", filters=4, depth=2)
+    call = tf.function(model).get_concrete_function(tf.TensorSpec([1, None, None, 3], tf.float32))
+    path = tmp_path / "any-size.tflite"
+    path.write_bytes(tf.lite.TFLiteConverter.from_concrete_functions([call], model).convert())
+    with pytest.raises(ModelError, match=r"its input size is not fixed \(\[1, -1, -1, 3\]\)"):
+        inspect_model(path, size=64)
+
+
+def test_an_onnx_model_that_cannot_be_adopted_writes_nothing(tmp_path):
+    import onnx
+
+    path = nchw_onnx(tmp_path / "seg.onnx", 3, "softmax")
+    graph = onnx.load(path)
+    graph.graph.input[0].type.tensor_type.shape.dim[0].dim_value = 2  # a batch of two only
+    onnx.save(graph, path)
+    out = tmp_path / "out"
+    proc = unetq("benchmark", "--model", path, "--out", out)
+    assert proc.returncode == 2 and "batch" in one_error_line(proc)
     assert not out.exists()
 
 
@@ -186,6 +210,19 @@ def test_an_nchw_onnx_model_goes_through_onnx_runtime_and_openvino(tmp_path, cac
     again = unetq(*args, env=cache_env)  # resumed: nothing is made again
     assert again.returncode == 0, again.stderr[-3000:]
     assert "compress: nothing to redo (3 results up to date)" in again.stdout
+
+
+@pytest.mark.slow
+def test_a_model_that_can_become_no_variant_asked_is_measured_alone(tmp_path, cache_env):
+    path = nchw_onnx(tmp_path / "seg.onnx", 3, "softmax")
+    out = tmp_path / "bench"
+    proc = unetq(
+        "benchmark", "--model", path, "--variants", "tflite-int8", "--threads", "1",
+        "--preset", "smoke", "--out", out, env=cache_env,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "not made from an ONNX model: tflite-int8" in " ".join(proc.stdout.split())
+    assert set(average_by_variant(out).index) == {"onnx"}
 
 
 @pytest.mark.slow

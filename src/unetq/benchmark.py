@@ -53,8 +53,10 @@ def run_benchmark(
     """Check the model and the data against each other before anything is written, then bring
     the model in and run the steps. `data_format` None: detected from the folder."""
     console = console or Console()
+    asked = validate_variants(cfg.compress.variants)
     model, info = inspect_model(model_path, said, size or cfg.data.image_size)
-    variants, dropped = for_origin(validate_variants(cfg.compress.variants), info.format)
+    variants, dropped = for_origin(asked, info.format)
+    variants = variants or [original_of(info.format)]  # nothing else it can become: itself
     if dropped:
         console.print(
             f"[yellow]not made from {FORMATS[info.format]}:[/] {', '.join(dropped)} "

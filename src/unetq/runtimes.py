@@ -402,6 +402,13 @@ class LiteRTPredictor(Predictor):
         ishape, oshape = tuple(inp["shape"]), tuple(out["shape"])
         if len(ishape) != 4 or ishape[0] != 1 or ishape[3] != 3:
             raise ModelError(f"{self.artifact}: input shape {ishape} is not [1, H, W, 3]")
+        signature = tuple(inp.get("shape_signature", ishape))
+        if len(signature) == 4 and min(signature[1:3]) < 1:  # LiteRT shows -1 as 1
+            dims = [int(d) for d in signature]
+            raise ModelError(
+                f"{self.artifact}: its input size is not fixed ({dims}); convert it at the size "
+                "it is to run at"
+            )
         if len(oshape) != 4 or oshape[1:3] != ishape[1:3] or oshape[3] < 2:
             raise ModelError(f"{self.artifact}: output shape {oshape} is not [1, H, W, C>=2]")
         self.input_hw = (int(ishape[1]), int(ishape[2]))

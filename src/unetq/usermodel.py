@@ -43,7 +43,8 @@ def model_id_for(path: Path) -> str:
 
 
 def inspect_model(path: Path, said: Conventions | None = None, size: int | None = None):
-    """(the loaded model, its ModelInfo): checks that it maps RGB images to per-pixel classes
+    """(the model to adopt, its ModelInfo; an ONNX model comes already edited, a .tflite as
+    None): checks that it maps RGB images to per-pixel classes
     (or one binary channel), fixes its input size (its own, else `size`) and finds the pixels
     it expects. A Keras model, an ONNX model (NCHW or NHWC) or a .tflite file."""
     path = Path(path)
@@ -78,7 +79,7 @@ def _inspect_onnx(path: Path, said: Conventions, norm, norm_from: str, size: int
     info = _model_info(
         path, (sig.height, sig.width), size, norm, norm_from, head, "onnx", sig.layout
     )
-    return model, info
+    return onnxgraph.adopted(model, info), info  # edited now: its errors before anything is written
 
 
 def _inspect_tflite(path: Path, said: Conventions, norm, size: int | None):
@@ -171,7 +172,7 @@ def adopt(model, info: ModelInfo, model_file: Path, info_file: Path) -> None:
     if info.format == "onnx":
         from unetq import onnxgraph
 
-        onnxgraph.save_onnx(onnxgraph.adopted(model, info), model_file)
+        onnxgraph.save_onnx(model, model_file)  # inspect_model adopted it
     elif info.format == "tflite":
         write_bytes(model_file, Path(info.source).read_bytes())
     else:

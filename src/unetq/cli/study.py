@@ -111,7 +111,9 @@ def _check_conventions(options: dict) -> None:
 
 @needs_tensorflow(files=("model",), check=_check_conventions)
 def benchmark(
-    model: Annotated[Path, typer.Option("--model", help="Your trained model (.keras or .h5).")],
+    model: Annotated[
+        Path, typer.Option("--model", help="Your trained model (.keras, .h5, .onnx, .tflite).")
+    ],
     data_dir: Annotated[
         Path | None,
         typer.Option("--data-dir", help="Labelled images (without: speed, size, memory only)."),

@@ -183,9 +183,10 @@ def overview(table: pd.DataFrame, threads: int = 1) -> bytes | None:
     # the rotated variant names and the titles take about 1.6 in; the rest is the heatmap's
     height = 1.6 + 0.32 * max(len(models), 2)
     fig, axes = plt.subplots(1, 2, figsize=(12, height), sharey=True)
+    ref = ", ".join(sorted(set(df[originals]["variant"]))) or "keras"  # a user's onnx / tflite
     panels = (
-        (speed, f"speed-up over keras, {threads} thread(s)", "viridis", "{:.1f}x", None),
-        (change, "fg IoU change against keras, points", "RdBu", "{:+.1f}", 2.0),
+        (speed, f"speed-up over {ref}, {threads} thread(s)", "viridis", "{:.1f}x", None),
+        (change, f"fg IoU change against {ref}, points", "RdBu", "{:+.1f}", 2.0),
     )
     for ax, (values, title, cmap, fmt, limit) in zip(axes, panels, strict=True):
         data = values.to_numpy(float)
