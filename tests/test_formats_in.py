@@ -237,7 +237,7 @@ def test_a_tflite_file_goes_through_litert_openvino_and_onnx_runtime(tmp_path, c
     proc = unetq(
         "benchmark", "--model", path, "--data-dir", data, "--threads", "1", "--preset", "smoke",
         "--variants", "tflite-fp32,tflite-fp16,openvino-fp32,onnxruntime-fp32", "--out", out,
-        env=cache_env,
+        "--robustness", env=cache_env,
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "not made from a .tflite file: tflite-fp16" in " ".join(proc.stdout.split())
@@ -248,5 +248,8 @@ def test_a_tflite_file_goes_through_litert_openvino_and_onnx_runtime(tmp_path, c
         assert abs(average.loc["tflite", "fg_iou"] - average.loc[variant, "fg_iou"]) < 0.005
     given = (out / "models" / "given" / "model.tflite").read_bytes()
     assert given == path.read_bytes()  # taken as it is
+    robustness = pd.read_csv(out / "robustness.csv")
+    assert set(robustness["variant"]) == {"tflite", "openvino-fp32", "onnxruntime-fp32"}
+    assert (robustness.loc[robustness["variant"] == "tflite", "agreement"] == 1.0).all()
     html = (out / "report" / "index.html").read_text()
-    assert "tflite" in html
+    assert "tflite fg IoU" in html.split("Recommendation")[1]  # the answer names its reference

@@ -151,6 +151,9 @@ def test_choose_models_one_per_filter_width(tmp_path):
     with pytest.raises(ConfigError, match="xception-f32-bn-e9"):
         choose_models(tmp_path, ["xception-f32-bn-e9"])
     assert choose_models(tmp_path / "empty", None) == []
+    (tmp_path / "models" / "my_unet").mkdir()  # a user's own model (unetq benchmark)
+    (tmp_path / "models" / "my_unet" / "model.onnx").write_bytes(b"x")
+    assert choose_models(tmp_path, None)[-1] == "my_unet"
 
 
 def test_unknown_condition_or_variant_is_a_config_error(tiny, tmp_path, loads):

@@ -73,6 +73,9 @@ def run_benchmark(
             "compress": cfg.compress.model_copy(update={"variants": variants}),
         }
     )
+    if info.format != "keras":  # the default list names Keras' variants: take every one made
+        robust = [v for v in variants if not VARIANTS[v].slow]
+        cfg.robustness = cfg.robustness.model_copy(update={"variants": robust})
     if cfg.data.mode == "tile" and cfg.data.tile_overlap >= info.input_hw[0]:
         raise ConfigError(
             f"--tile-overlap {cfg.data.tile_overlap} must be smaller than the model's "

@@ -44,19 +44,20 @@ PART_COLUMNS = [
 
 
 def choose_models(run_dir: Path, names: list[str] | None) -> list[str]:
-    """The configured models, else per filter width the longest-trained (batch norm first)."""
+    """The configured models, else per filter width the longest-trained (batch norm first), and
+    every model that is not of the training grid (a user's own, `unetq benchmark`)."""
     available = RunFolder(run_dir).model_ids()
     if names:
         missing = [n for n in names if n not in available]
         if missing:
             raise ConfigError(f"robustness.models not trained in {run_dir}: {', '.join(missing)}")
         return list(dict.fromkeys(names))
-    grid = [(m, ModelId.parse(m)) for m in available]
-    grid = [(m, i) for m, i in grid if i is not None]
+    parsed = [(m, ModelId.parse(m)) for m in available]
+    grid = [(m, i) for m, i in parsed if i is not None]
     best: dict[int, tuple[str, ModelId]] = {}
     for model_id, identity in sorted(grid, key=lambda g: (-g[1].epochs, not g[1].batchnorm)):
         best.setdefault(identity.filters, (model_id, identity))
-    return [best[f][0] for f in sorted(best)]
+    return [best[f][0] for f in sorted(best)] + [m for m, i in parsed if i is None]
 
 
 def robustness_variants(names: list[str]) -> list[str]:
