@@ -42,11 +42,11 @@ from unetq.models import to_input
 from unetq.records import CompressRecord
 from unetq.runfolder import (
     COMPRESSED_CSV,
-    ORIGINAL_FILES,
     array_digest,
     artifact_path,
     artifact_size,
     file_digest,
+    model_id_of,
     model_origin,
     read_json,
     run_of_artifact,
@@ -376,13 +376,7 @@ def _load_cached(key: tuple[str, int, int]):
     return load_keras_model(Path(key[0]))
 
 
-def default_model_id(model_path: Path) -> str:
-    """models/<model_id>/model.keras (model.onnx, model.tflite) -> model_id; any other file ->
-    its stem."""
-    model_path = Path(model_path)
-    if model_path.name in ORIGINAL_FILES and model_path.parent.name:
-        return model_path.parent.name
-    return model_path.stem
+default_model_id = model_id_of  # the name compress' callers know
 
 
 class _Digests:

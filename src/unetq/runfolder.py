@@ -59,6 +59,15 @@ def artifact_path(model_dir: Path, variant: str | Variant) -> Path:
     return Path(model_dir) / f"{name}{VARIANTS[name].suffix}"
 
 
+def model_id_of(model_path: Path) -> str:
+    """models/<model_id>/model.keras (model.onnx, model.tflite) -> model_id; any other file ->
+    its stem."""
+    model_path = Path(model_path)
+    if model_path.name in ORIGINAL_FILES and model_path.parent.name:
+        return model_path.parent.name
+    return model_path.stem
+
+
 def model_origin(model_file: Path) -> str:
     """The format of a model file: 'onnx', 'tflite', else 'keras'."""
     return {".onnx": "onnx", ".tflite": "tflite"}.get(Path(model_file).suffix, "keras")

@@ -27,7 +27,7 @@ from unetq.conventions import INPUT_NORMS, Conventions, input_norm_from_flags
 from unetq.errors import ConfigError, ModelError
 from unetq.fileio import atomic_save, write_bytes, write_json
 from unetq.records import InputNorm, ModelInfo
-from unetq.runfolder import ORIGINAL_FILES, file_digest, read_json
+from unetq.runfolder import file_digest, model_id_of, read_json
 from unetq.runtimes import load_keras_model, segmentation_shape
 
 DEFAULT_NORM = "default (unetq's convention; --input-norm to change)"
@@ -37,9 +37,7 @@ TFLITE_NORM = "unetq's convention (a .tflite file runs as it is)"
 def model_id_for(path: Path) -> str:
     """`models/<id>/model.keras` (.onnx, .tflite) -> id; any other file -> its stem; made safe
     for a folder."""
-    path = Path(path)
-    name = path.parent.name if path.name in ORIGINAL_FILES and path.parent.name else path.stem
-    return re.sub(r"[^A-Za-z0-9._+-]", "_", name) or "model"
+    return re.sub(r"[^A-Za-z0-9._+-]", "_", model_id_of(path)) or "model"
 
 
 def inspect_model(path: Path, said: Conventions | None = None, size: int | None = None):
